@@ -1,0 +1,203 @@
+"""Small helpers shared by the analyses: data/model plumbing, selections, attacks, JSON records.
+
+Nothing here implements a paper equation; the analyses (psr, criticality, filter_norms,
+quantization, preactivation) do, and cite them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+QUANTILE_LEVELS = (5, 25, 50, 75, 95)
+_ACTIVATIONS = {"relu", "relu6", "leakyrelu", "silu", "swish", "gelu", "elu", "selu", "celu",
+                "hardswish", "mish", "softplus", "prelu", "tanh", "sigmoid"}
+
+# Anything called as attack(model, x, y) -> x_adv. robustlayers.attacks.Attack objects qualify;
+# tests pass stubs with a fixed perturbation.
+AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) from a robustlayers.data.TensorData (``.x``, ``.y``) or an ``(x, y)`` pair."""
+    if hasattr(data, "x") and hasattr(data, "y"):
+        return data.x, data.y
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    raise ValueError(
+        f"data must be a TensorData (with .x and .y) or an (x, y) pair of tensors, "
+        f"got {type(data).__name__}"
+    )
+
+
+def is_activation(module: nn.Module) -> bool:
+    """True for activation modules (ReLU, SiLU/Swish, GELU, ...), by class name."""
+    return type(module).__name__.lower() in _ACTIVATIONS
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval(); restore each module's own flag afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def chunks(n: int, batch_size: int) -> Iterator[slice]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, n, batch_size):
+        yield slice(start, min(n, start + batch_size))
+
+
+def resolve_layers(model: nn.Module, selection: Any, default: str, input_shape=None):
+    """(LayerMap, ResolvedSelection) for ``selection`` (None -> ``default``) on ``model``.
+
+    Raises robustlayers.layers.SelectionError (a ValueError naming the closest valid names) when
+    the expression is invalid or matches nothing.
+    """
+    from robustlayers.layers import layer_map as cached_layer_map, select
+
+    # the cached map also remembers input_shape for later capture() calls on this model
+    layer_map = cached_layer_map(model, input_shape)
+    resolved = select(layer_map, default if selection is None else selection)
+    if len(resolved) == 0:
+        raise ValueError(f"selection {resolved.expression!r} matched no layers")
+    return layer_map, resolved
+
+
+def selection_record(resolved) -> dict:
+    return {"expression": str(resolved.expression), "names": list(resolved.names)}
+
+
+def layer_map_rows(layer_map, selected: Iterator[str] = ()) -> list[dict]:
+    """The layer-map table of the report: index, name, kind, block, params, out_shape, selected."""
+    chosen = set(selected)
+    rows = []
+    for info in layer_map.layers:
+        shape = getattr(info, "out_shape", None)
+        rows.append({
+            "index": int(info.index),
+            "name": info.name,
+            "kind": info.kind,
+            "block": info.block,
+            "params": int(info.params),
+            "out_shape": list(shape) if shape is not None else None,
+            "selected": info.name in chosen,
+        })
+    return rows
+
+
+def make_pgd(eps: float, *, steps: int, alpha: float, seed: int, random_start: bool = True):
+    """An ℓ∞ PGD attack from robustlayers.attacks (untargeted, cross-entropy)."""
+    from robustlayers.attacks import PGD, ThreatModel
+
+    return PGD(ThreatModel("linf", float(eps)), steps=int(steps), alpha=float(alpha),
+               random_start=random_start, seed=int(seed))
+
+
+def attack_record(attack: Any) -> dict:
+    """JSON-able description of an attack: its .config() when it has one."""
+    config = getattr(attack, "config", None)
+    if callable(config):
+        return jsonable(config())
+    return {"name": getattr(attack, "name", type(attack).__name__), "repr": repr(attack)}
+
+
+def eps_record(eps: float) -> dict:
+    return {"value": float(eps), "over_255": round(float(eps) * 255, 6)}
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy in [0, 1] with the model in eval() and no gradients."""
+    device = model_device(model)
+    correct = 0
+    with eval_mode(model), torch.no_grad():
+        for part in chunks(len(x), batch_size):
+            logits = model(x[part].to(device))
+            correct += int((logits.argmax(1).cpu() == y[part].cpu()).sum())
+    return correct / max(1, len(x))
+
+
+def attack_batched(attack: AttackFn, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   batch_size: int) -> torch.Tensor:
+    """Run ``attack`` over ``x`` in batches on the model's device; returns x_adv on CPU."""
+    device = model_device(model)
+    out = []
+    for part in chunks(len(x), batch_size):
+        x_adv = attack(model, x[part].to(device), y[part].to(device))
+        out.append(x_adv.detach().cpu())
+    return torch.cat(out) if out else x.clone()
+
+
+def quantiles(values: np.ndarray, levels=QUANTILE_LEVELS) -> dict[str, float | None]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {f"q{q}": None for q in levels}
+    return {f"q{q}": float(np.percentile(finite, q)) for q in levels}
+
+
+def histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
+    finite = values[np.isfinite(values)]
+    counts, _ = np.histogram(finite, bins=edges)
+    return [int(c) for c in counts]
+
+
+def shared_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bin edges covering the finite values (a unit range when they are constant)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.linspace(0.0, 1.0, bins + 1)
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
+def to_db(ratio: float | np.ndarray):
+    """20·log10(ratio) — the amplitude form EARLY's released code plots (SPEC §9)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 20.0 * np.log10(ratio)
+
+
+def round_sig(value: float, digits: int = 6) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def jsonable(obj: Any) -> Any:
+    """Recursively turn tensors/arrays/tuples/numpy scalars into JSON types; NaN/inf -> None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, torch.device):
+        return str(obj)
+    return repr(obj)

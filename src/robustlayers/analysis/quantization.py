@@ -1,0 +1,287 @@
+"""Intermediate-feature quantisation (SPECTRUM §4, App. C; SPEC §4.4 and §9).
+
+q(x) = ⌊βx⌋/β applied element-wise to *all channels* of one intermediate tensor, inserted with a
+forward hook (output of a module) or forward pre-hook (input of a module). Placements:
+
+* ``conv0``            — output of the first conv layer in execution order (the stem conv,
+                         before its BN/ReLU, SPEC §9);
+* ``layerN`` (a stage) — for residual stages whose last block has an ``act`` module: the *input*
+                         of that ``act`` = post-residual-add, pre-ReLU stage output (SPEC §9);
+                         otherwise the output of the stage's last activation module (e.g. the
+                         small CNN's conv blocks), or the stage output when it does not end in
+                         an activation (PreAct ResNet stages end in the residual add);
+* ``input:PATH`` / ``output:PATH`` / ``PATH`` — the input / output of any module path.
+
+Evaluation (SPECTRUM §4): clean accuracy; BPDA_δ — PGD-20 on the quantised model whose
+quantiser has a straight-through (identity) backward, same ε and α rule as the model, random
+start; Transfer-PGD_δ-20 — PGD-20 on the unquantised model, adversarial images quantised to 8 bit,
+evaluated on the quantised model; next to the unquantised model's clean and PGD-20 accuracy.
+Plain PGD on the quantised model (true ⌊·⌋ gradient = 0) is reported at the default β as a
+gradient-masking demonstration: its accuracy is *not* a robustness number.
+Best placement = the (placement, β) with the highest BPDA accuracy averaged over the δ grid
+(ties: higher transfer accuracy, then higher clean accuracy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustlayers.analysis._common import (
+    accuracy, attack_batched, attack_record, eps_record, is_activation, jsonable, make_pgd,
+    split_data,
+)
+
+DEFAULT_BETAS = (4, 6, 8, 10, 12)
+DEFAULT_BETA = 8
+ALPHA_OVER_EPS = 0.25   # SPECTRUM trains with α = (2/255)·ε/8 = ε/4
+_PASSIVE = {"maxpool2d", "avgpool2d", "adaptiveavgpool2d", "adaptivemaxpool2d", "dropout",
+            "dropout2d", "flatten", "identity"}
+
+
+class _FloorStraightThrough(torch.autograd.Function):
+    """Forward ⌊βx⌋/β exactly; backward identity (BPDA, SPECTRUM §4 / Athalye et al.)."""
+
+    @staticmethod
+    def forward(ctx, x, beta):
+        return torch.floor(x * beta) / beta
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class Quantizer(nn.Module):
+    """q(x) = ⌊βx⌋/β (SPECTRUM §4). ``straight_through=True`` keeps the forward values and makes
+    the backward the identity (for BPDA); otherwise autograd sees ⌊·⌋ (zero gradient)."""
+
+    def __init__(self, beta: float, straight_through: bool = False):
+        super().__init__()
+        if not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta}")
+        self.beta = float(beta)
+        self.straight_through = bool(straight_through)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.straight_through:
+            return _FloorStraightThrough.apply(x, self.beta)
+        return torch.floor(x * self.beta) / self.beta
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta:g}, straight_through={self.straight_through}"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a quantiser goes: the ``input`` or ``output`` of module ``module``."""
+
+    spec: str
+    module: str
+    where: str
+
+    def describe(self) -> str:
+        return f"{self.where} of {self.module}"
+
+
+def _kind(module: nn.Module) -> str:
+    return type(module).__name__.lower()
+
+
+def default_placements(model: nn.Module) -> list[str]:
+    """``conv0`` plus every top-level stage that is neither stem nor head (ResNet-18:
+    conv0, layer1…layer4; small CNN: conv0, layer1, layer2)."""
+    blocks = getattr(model, "layer_blocks", None) or {}
+    out = ["conv0"]
+    for name, child in model.named_children():
+        block = blocks.get(name, name)
+        if name == "normalize" or block in ("stem", "head"):
+            continue
+        if not any(True for _ in child.parameters()):
+            continue
+        if blocks or any(isinstance(m, nn.Conv2d) for m in child.modules()):
+            out.append(name)
+    return out
+
+
+def resolve_placement(model: nn.Module, spec: str, *, input_shape=None) -> Placement:
+    """Turn a placement text into (module path, input|output); see the module docstring."""
+    from robustlayers.layers import build_layer_map, resolve_module
+
+    text = str(spec).strip()
+    for where in ("input", "output"):
+        if text.startswith(where + ":"):
+            path = text[len(where) + 1:]
+            resolve_module(model, path)
+            return Placement(text, path, where)
+    names = dict(model.named_modules())
+    if text == "conv0" and "conv0" not in names:
+        convs = [info.name for info in build_layer_map(model, input_shape).layers
+                 if info.kind == "conv"]
+        if not convs:
+            raise ValueError("placement 'conv0' needs a conv layer; the model has none")
+        return Placement(text, convs[0], "output")
+    module = resolve_module(model, text)
+    children = list(module.named_children())
+    if children and isinstance(getattr(children[-1][1], "act", None), nn.Module):
+        return Placement(text, f"{text}.{children[-1][0]}.act", "input")
+    if isinstance(getattr(module, "act", None), nn.Module) and children:
+        return Placement(text, f"{text}.act", "input")
+    leaves = [(n, m) for n, m in module.named_modules() if not list(m.children()) and n]
+    while leaves and _kind(leaves[-1][1]) in _PASSIVE:
+        leaves.pop()
+    if leaves and is_activation(leaves[-1][1]):
+        return Placement(text, f"{text}.{leaves[-1][0]}", "output")
+    return Placement(text, text, "output")
+
+
+@contextlib.contextmanager
+def quantized(model: nn.Module, placement: Placement, beta: float, *,
+              straight_through: bool = False):
+    """Context manager: ``model`` with q inserted at ``placement`` (hook removed on exit).
+    Raises ValueError if the hooked module runs more than once per forward (a shared module
+    would be quantised at every use)."""
+    from robustlayers.layers import resolve_module
+
+    quantizer = Quantizer(beta, straight_through)
+    module = resolve_module(model, placement.module)
+    calls = []
+
+    def pre_hook(_m, args):
+        calls.append(1)
+        return (quantizer(args[0]),) + tuple(args[1:])
+
+    def post_hook(_m, _args, output):
+        calls.append(1)
+        return quantizer(output)
+
+    def check(_m, args):
+        calls.clear()
+
+    def verify(_m, _args, _out):
+        if len(calls) > 1:
+            raise ValueError(f"module {placement.module!r} runs {len(calls)} times per forward; "
+                             f"quantising it would act at every use — choose another placement "
+                             f"(e.g. input:/output: of a module used once)")
+
+    handles = [model.register_forward_pre_hook(check), model.register_forward_hook(verify)]
+    if placement.where == "input":
+        handles.append(module.register_forward_pre_hook(pre_hook))
+    else:
+        handles.append(module.register_forward_hook(post_hook))
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _delta_key(eps: float) -> str:
+    return f"{eps * 255:g}/255"
+
+
+def _mean_over(values: dict) -> float:
+    return float(np.mean(list(values.values()))) if values else float("nan")
+
+
+def quantization_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, placements=None,
+                      betas=DEFAULT_BETAS, eps_grid=(8 / 255,), steps: int = 20,
+                      alpha_over_eps: float = ALPHA_OVER_EPS, default_beta: float = DEFAULT_BETA,
+                      batch_size: int = 128, seed: int = 0, input_shape=None,
+                      label: str | None = None) -> dict:
+    """Clean / BPDA_δ / Transfer-PGD_δ-20 accuracy for every placement × β × δ (SPECTRUM §4,
+    App. C), the unquantised baseline, the plain-PGD gradient-masking demo at ``default_beta``,
+    and the best placement (highest mean BPDA accuracy). Returns a JSON-able dict."""
+    from robustlayers.attacks import quantize_8bit
+
+    if not betas:
+        raise ValueError("betas must name at least one β")
+    if not eps_grid or any(e <= 0 for e in eps_grid):
+        raise ValueError(f"eps_grid must be non-empty with ε > 0, got {list(eps_grid)}")
+    specs = list(placements) if placements else default_placements(model)
+    resolved = [resolve_placement(model, s, input_shape=input_shape) for s in specs]
+    demo_beta = default_beta if default_beta in betas else betas[0]
+
+    def pgd(eps):
+        return make_pgd(eps, steps=steps, alpha=alpha_over_eps * eps, seed=seed)
+
+    base = {"clean_accuracy": accuracy(model, x, y, batch_size), "pgd": {}}
+    transfer_images = {}
+    for eps in eps_grid:
+        x_adv = attack_batched(pgd(eps), model, x, y, batch_size)
+        base["pgd"][_delta_key(eps)] = accuracy(model, x_adv, y, batch_size)
+        transfer_images[eps] = quantize_8bit(x_adv)
+    cells = []
+    for place in resolved:
+        for beta in betas:
+            cell = {"placement": place.spec, "beta": float(beta), "bpda": {}, "transfer": {},
+                    "pgd_masked": None}
+            with quantized(model, place, beta):
+                cell["clean_accuracy"] = accuracy(model, x, y, batch_size)
+                for eps in eps_grid:
+                    cell["transfer"][_delta_key(eps)] = accuracy(
+                        model, transfer_images[eps], y, batch_size)
+                if beta == demo_beta:
+                    cell["pgd_masked"] = {}
+                    for eps in eps_grid:
+                        x_m = attack_batched(pgd(eps), model, x, y, batch_size)
+                        cell["pgd_masked"][_delta_key(eps)] = accuracy(model, x_m, y, batch_size)
+            for eps in eps_grid:
+                with quantized(model, place, beta, straight_through=True):
+                    x_b = attack_batched(pgd(eps), model, x, y, batch_size)
+                with quantized(model, place, beta):
+                    cell["bpda"][_delta_key(eps)] = accuracy(model, x_b, y, batch_size)
+            cells.append(cell)
+
+    def score(cell):
+        return (_mean_over(cell["bpda"]), _mean_over(cell["transfer"]), cell["clean_accuracy"])
+
+    best = max(cells, key=score)
+    best_default = max((c for c in cells if c["beta"] == float(demo_beta)), key=score)
+    return jsonable({
+        "analysis": "quantization",
+        "equation": "SPECTRUM §4: q(x) = floor(beta*x)/beta",
+        "label": label,
+        "placements": [asdict(p) for p in resolved],
+        "betas": [float(b) for b in betas],
+        "default_beta": float(demo_beta),
+        "eps_grid": [dict(eps_record(e), key=_delta_key(e)) for e in eps_grid],
+        "baseline": base,
+        "cells": cells,
+        "best": _best_record(best, base),
+        "best_at_default_beta": _best_record(best_default, base),
+        "best_rule": "highest BPDA accuracy averaged over the eps grid; ties: transfer, clean",
+        "attacks": {
+            "bpda": {"attack": attack_record(pgd(eps_grid[0])),
+                     "backward": "straight-through (identity) through the quantiser",
+                     "alpha_over_eps": alpha_over_eps},
+            "transfer": {"source": "the unquantised model",
+                         "attack": attack_record(pgd(eps_grid[0])),
+                         "images": "quantised to 8 bit before the quantised model"},
+            "pgd_masked": {"attack": attack_record(pgd(eps_grid[0])),
+                           "note": "true floor gradient (zero): gradient masking demo, "
+                                   f"beta={demo_beta:g} only; not a robustness number"},
+        },
+        "n_examples": len(x),
+        "seed": seed,
+    })
+
+
+def _best_record(cell: dict, base: dict) -> dict:
+    return {
+        "placement": cell["placement"], "beta": cell["beta"],
+        "clean_accuracy": cell["clean_accuracy"],
+        "bpda_mean": _mean_over(cell["bpda"]),
+        "transfer_mean": _mean_over(cell["transfer"]),
+        "unquantised_clean": base["clean_accuracy"],
+        "unquantised_pgd_mean": _mean_over(base["pgd"]),
+    }
+
+
+def quantization_analysis(model: nn.Module, data, **kwargs) -> dict:
+    """``quantization_grid`` on a TensorData or (x, y) pair."""
+    x, y = split_data(data)
+    return quantization_grid(model, x, y, **kwargs)

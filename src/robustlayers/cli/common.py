@@ -1,0 +1,38 @@
+"""Option helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from robustlayers.data import get_dataset_info, list_datasets
+
+
+def add_dataset_option(parser, *, default: str | None = None, required: bool = False) -> None:
+    parser.add_argument("--dataset", default=default, required=required,
+                        help=f"dataset ({', '.join(list_datasets())})")
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
+
+
+def default_dataset_for(model_name: str) -> str:
+    """The dataset a zoo model is shown with when none is given: the embedded Fashion-MNIST for
+    the small CNN, CIFAR-10 (shapes only, no files needed) for the CIFAR architectures."""
+    return "fashion-mnist" if model_name == "smallcnn" else "cifar10"
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """An aligned plain-text table of ``rows`` restricted to ``columns``."""
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def dataset_info_or_error(name: str):
+    return get_dataset_info(name)

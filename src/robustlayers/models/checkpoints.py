@@ -1,0 +1,262 @@
+"""Loading and saving model weights safely.
+
+* ``load_checkpoint`` reads ``.safetensors`` files (recognised by suffix or by content) or PyTorch
+  files, the latter ALWAYS with ``torch.load(..., weights_only=True, map_location="cpu")``. There is
+  no fallback to unrestricted unpickling: a file that the restricted unpickler refuses (a pickled
+  ``nn.Module``, arbitrary Python objects, a crafted pickle) raises :class:`CheckpointError`.
+* Accepted layouts: a raw state dict, or a dict wrapping one under ``state_dict``,
+  ``model_state_dict``, ``model`` or ``net`` (looked up recursively, a few levels deep). Key
+  prefixes ``module.`` (DataParallel) and ``model.`` / ``net.`` (wrappers) are stripped when doing
+  so makes the keys match the model. Normalisation buffers stored in the file (``normalize.mean``,
+  ``mu``, ``sigma``, ...) are ignored: zoo models keep mean/std as non-persistent buffers.
+  ``*.num_batches_tracked`` missing from old (pre-PyTorch-0.4) checkpoints is tolerated.
+* ``save_weights`` writes safetensors atomically (temporary file in the same directory, fsync,
+  ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file as _st_load_file
+from safetensors.torch import save as _st_save
+from torch import nn
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
+STRIPPABLE_PREFIXES = ("module.", "model.", "net.")
+_NORM_MODULES = {"normalize", "normalizer", "normalization", "norm", "norm_layer", "data_normalize"}
+_NORM_BUFFERS = {"mean", "std", "mu", "sigma"}
+_LIST_LIMIT = 10
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read safely or does not match the model."""
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_checkpoint` did.
+
+    ``missing``: model keys absent from the file; ``unexpected``: file keys the model lacks;
+    ``mismatched``: ``(key, shape_in_file, shape_in_model)`` for keys present in both with different
+    shapes; ``loaded``: keys copied into the model; ``source_format``: ``"safetensors"`` or
+    ``"torch"``; ``wrapper_key``: the dict key the state dict was found under (``None`` for a raw
+    one, e.g. ``"state_dict"`` or ``"checkpoint.model"``); ``stripped_prefixes``: prefixes removed
+    from the file's keys; ``ignored``: file keys skipped on purpose (normalisation buffers) and
+    tolerated missing ``num_batches_tracked`` keys.
+    """
+
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    loaded: tuple[str, ...]
+    source_format: str
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()
+    wrapper_key: str | None = None
+    stripped_prefixes: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True when every model key was loaded and nothing was left over."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+
+def _format_list(names, limit: int = _LIST_LIMIT) -> str:
+    names = list(names)
+    shown = ", ".join(str(n) for n in names[:limit])
+    if len(names) > limit:
+        shown += f", ... and {len(names) - limit} more"
+    return shown
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    if path.suffix.lower() == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    # 8-byte little-endian header length followed by the JSON header's opening brace
+    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _find_state_dict(obj, path: str = "", depth: int = 0):
+    """Return (state_dict, wrapper_key) or (None, None)."""
+    if _is_state_dict(obj):
+        return obj, (path or None)
+    if not isinstance(obj, dict) or depth >= 3:
+        return None, None
+    for key in WRAPPER_KEYS:
+        if key in obj:
+            found, where = _find_state_dict(obj[key], f"{path}.{key}" if path else key, depth + 1)
+            if found is not None:
+                return found, where
+    return None, None
+
+
+def _read(path: Path) -> tuple[dict, str, str | None]:
+    if _looks_like_safetensors(path):
+        try:
+            return _st_load_file(str(path), device="cpu"), "safetensors", None
+        except Exception as exc:  # corrupt header, truncated file, ...
+            raise CheckpointError(f"{path}: could not be read as a safetensors file: {exc}") from exc
+    try:
+        obj = torch.load(str(path), weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: refused — the file is not a plain state dict of tensors, so it was not loaded "
+            f"(weights_only=True loading failed and robustlayers never falls back to unrestricted "
+            f"unpickling, which can run arbitrary code). Re-save the weights with "
+            f"torch.save(model.state_dict(), ...) or robustlayers.models.save_weights. "
+            f"Detail: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    state, where = _find_state_dict(obj)
+    if state is None:
+        keys = _format_list(list(obj)) if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(
+            f"{path}: no state dict found. Expected a dict of tensors, or a dict holding one under "
+            f"one of {', '.join(WRAPPER_KEYS)}; the file holds: {keys}"
+        )
+    return state, "torch", where
+
+
+def _is_norm_key(key: str) -> bool:
+    parts = key.split(".")
+    if parts[-1] not in _NORM_BUFFERS:
+        return False
+    return len(parts) == 1 or parts[-2] in _NORM_MODULES
+
+
+def _strip(keys: list[str], prefix: str) -> list[str]:
+    return [k[len(prefix):] if k.startswith(prefix) else k for k in keys]
+
+
+def _match_prefixes(file_keys: list[str], model_keys: set[str]) -> tuple[list[str], list[str]]:
+    """Strip wrapper prefixes while it increases the number of keys matching the model."""
+    keys, stripped = list(file_keys), []
+    if keys and all(k.startswith("module.") for k in keys):  # DataParallel: always strip
+        keys, stripped = _strip(keys, "module."), ["module."]
+    improved = True
+    while improved:
+        improved = False
+        score = sum(k in model_keys for k in keys)
+        for prefix in STRIPPABLE_PREFIXES:
+            candidate = _strip(keys, prefix)
+            if candidate != keys and sum(k in model_keys for k in candidate) > score:
+                keys, improved = candidate, True
+                stripped.append(prefix)
+                break
+    return keys, stripped
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> LoadReport:
+    """Load weights from ``path`` into ``model`` (on the model's device and dtype).
+
+    ``strict=True``: any missing, unexpected or shape-mismatched key raises :class:`CheckpointError`
+    (listing them) and the model is left unchanged. ``strict=False``: every key present in both
+    with matching shape is loaded; the rest is reported in the returned :class:`LoadReport`.
+    A missing file raises ``FileNotFoundError`` naming the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    state, fmt, wrapper = _read(path)
+
+    model_state = model.state_dict()
+    model_keys = set(model_state)
+    keys, stripped = _match_prefixes(list(state), model_keys)
+    renamed: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
+    for new, old in zip(keys, state):
+        if new not in model_keys and _is_norm_key(new):
+            ignored.append(old)
+            continue
+        if new in renamed:
+            raise CheckpointError(f"{path}: key {new!r} appears twice after stripping prefixes {stripped}")
+        renamed[new] = state[old]
+
+    missing = [k for k in model_state if k not in renamed]
+    tolerated = [k for k in missing if k.endswith("num_batches_tracked")]
+    missing = [k for k in missing if k not in tolerated]
+    unexpected = [k for k in renamed if k not in model_keys]
+    mismatched = [
+        (k, tuple(renamed[k].shape), tuple(model_state[k].shape))
+        for k in model_state
+        if k in renamed and tuple(renamed[k].shape) != tuple(model_state[k].shape)
+    ]
+    if strict and (missing or unexpected or mismatched):
+        lines = [f"{path}: checkpoint does not match the model ({type(model).__name__})"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_format_list(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_format_list(unexpected)}")
+        if mismatched:
+            shown = [f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in mismatched]
+            lines.append(f"  shape mismatches ({len(mismatched)}): {_format_list(shown)}")
+        if stripped:
+            lines.append(f"  (prefixes stripped from the file's keys: {', '.join(stripped)})")
+        lines.append("  Pass strict=False to load the matching keys and get a report of the rest.")
+        raise CheckpointError("\n".join(lines))
+
+    bad = {k for k, _, _ in mismatched}
+    to_load = {k: v for k, v in renamed.items() if k in model_keys and k not in bad}
+    result = model.load_state_dict(to_load, strict=False)
+    # load_state_dict fills missing num_batches_tracked itself; anything else unexpected is a bug
+    if result.unexpected_keys:
+        raise CheckpointError(f"{path}: internal error, unexpected keys {result.unexpected_keys}")
+    return LoadReport(
+        missing=tuple(missing),
+        unexpected=tuple(unexpected),
+        loaded=tuple(k for k in model_state if k in to_load),
+        source_format=fmt,
+        mismatched=tuple(mismatched),
+        wrapper_key=wrapper,
+        stripped_prefixes=tuple(stripped),
+        ignored=tuple(ignored) + tuple(tolerated),
+    )
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``model.state_dict()`` to ``path`` as safetensors, atomically; returns the path.
+
+    Tensors are copied to contiguous CPU memory (no shared storage, as safetensors requires).
+    Normalisation mean/std are non-persistent buffers of zoo models and are not written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    data = _st_save(tensors, metadata={"format": "pt", "writer": "robustlayers"})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp creates 0600; weights are not secret
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path

@@ -1,0 +1,77 @@
+"""SmallCNN: the fast default model for the embedded Fashion-MNIST data (28x28 grey, SPEC §8).
+
+Not from the papers: it exists so that every analysis and training method can be run end to end on
+a CPU in minutes. It keeps the structure the layer-wise methods need — a stem-less stack of two
+convolutional stages and a small MLP head:
+
+* ``layer1``: (conv3x3 -> BN -> act) x 2 -> 2x2 max-pool, 16 channels
+* ``layer2``: (conv3x3 -> BN -> act) x 2 -> 2x2 max-pool, 32 channels
+* ``head``: flatten -> linear (hidden 128) -> act -> linear
+
+That is 10 parameterised layers (4 conv, 4 BN, 2 linear); about 219k parameters for 1x28x28 inputs
+and 10 classes. Convolutions have no bias (BN follows). The flatten size is computed from
+``input_size`` (which must be >= 4).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import ZooModel, make_activation
+
+
+def _conv_stage(in_ch: int, out_ch: int, activation: str) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        make_activation(activation),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        make_activation(activation),
+        nn.MaxPool2d(2),
+    )
+
+
+class SmallCNN(ZooModel):
+    """``normalize``, ``layer1``, ``layer2`` (conv stages), ``head`` (MLP). Blocks: ``layer1``,
+    ``layer2``, ``head`` (there is no separate stem)."""
+
+    min_input_size = 4
+
+    def __init__(
+        self,
+        *,
+        channels: tuple[int, int] = (16, 32),
+        hidden: int = 128,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        input_size: int = 28,
+        mean=None,
+        std=None,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+            mean=mean, std=std, activation=activation,
+        )
+        c1, c2 = channels
+        self.layer1 = _conv_stage(in_channels, c1, self.activation)
+        self.layer2 = _conv_stage(c1, c2, self.activation)
+        side = input_size // 2 // 2
+        self.head = nn.Sequential(
+            nn.Flatten(1),
+            nn.Linear(c2 * side * side, hidden),
+            make_activation(self.activation),
+            nn.Linear(hidden, num_classes),
+        )
+        self.layer_blocks = {"normalize": "layer1", "layer1": "layer1", "layer2": "layer2",
+                             "head": "head"}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layer2(self.layer1(self.normalize(x))))
+
+
+def smallcnn(**kwargs) -> SmallCNN:
+    """SmallCNN for 28x28 inputs (the embedded Fashion-MNIST default)."""
+    return SmallCNN(**kwargs)

@@ -1,0 +1,182 @@
+"""What a training method sees of the run: :class:`TrainContext`.
+
+The context owns the model, its layer map, the optimiser and schedule (rebuilt when a method
+changes the trainable set or the parameter groups), the threat model, a seeded generator for the
+method's own randomness and the record of every layer selection used. Layer-targeted methods
+plug in through its helpers without touching the loop:
+
+- ``ctx.freeze(expr)`` / ``ctx.unfreeze(expr)``: change the trainable set (EARLY partial AT,
+  CLAT, fixed-parameter AT); the optimiser is rebuilt without frozen parameters, keeping the
+  momentum / Adam state of parameters that stay trainable;
+- ``ctx.set_param_groups([{"select": .., "lr": .., "weight_decay": .., "schedule": ..}])``:
+  per-selection learning rates (RAT_LR);
+- ``ctx.select(expr, label=...)``: resolve a selection against the model and record its layer
+  names in the run (RAT_WP, CLAT's critical layers);
+- ``ctx.pgd(...)`` / ``ctx.next_seed()``: attacks seeded from the per-epoch generator, so a
+  resumed run draws exactly the random starts of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustlayers.attacks import PGD, ThreatModel
+from robustlayers.layers import build_layer_map, select
+from robustlayers.layers import freeze as freeze_layers
+from robustlayers.layers import unfreeze as unfreeze_layers
+from robustlayers.train.optim import build_optimizer, build_scheduler
+
+
+def derive_seed(seed: int, *labels) -> int:
+    """A 63-bit seed that is a pure function of ``seed`` and the labels (str or int)."""
+    words = [int(seed)] + [zlib.crc32(str(label).encode()) for label in labels]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+
+
+def resolve_threat(config, info) -> tuple[ThreatModel, float, float]:
+    """(threat, alpha, eval_alpha) from the config, filling gaps from the dataset defaults.
+
+    ℓ∞: ε defaults to ``info.default_eps``; α to ``info.default_alpha·ε/default_eps`` (2/255 at
+    8/255 on CIFAR, i.e. SPECTRUM's α = (ε/8)·2/255). ℓ2 has no dataset default ε (an explicit
+    ``eps`` is required; RAT uses 128/255 on CIFAR-10); α defaults to ε·15/128 (RAT's 15/255).
+    ``eval_alpha`` defaults to α.
+    """
+    eps = config.eps
+    if eps is None:
+        if config.norm == "l2":
+            raise ValueError("norm 'l2' has no dataset default eps; set eps (RAT uses 128/255 "
+                             "with alpha 15/255 on CIFAR-10)")
+        eps = info.default_eps
+    alpha = config.alpha
+    if alpha is None:
+        alpha = (info.default_alpha * eps / info.default_eps if config.norm == "linf"
+                 else eps * 15.0 / 128.0)
+    eval_alpha = config.eval_alpha if config.eval_alpha is not None else alpha
+    return ThreatModel(config.norm, float(eps)), float(alpha), float(eval_alpha)
+
+
+class TrainContext:
+    """Shared state of one training run, handed to every method hook.
+
+    Attributes: ``model``, ``layer_map``, ``config``, ``device``, ``info`` (DatasetInfo),
+    ``threat``, ``alpha``, ``eval_alpha``, ``optimizer``, ``scheduler``, ``epoch`` (0-based, the
+    epoch being trained), ``step`` (optimizer steps so far), ``steps_per_epoch``, ``generator``
+    (on ``device``, reseeded at every epoch start from (seed, epoch)), ``group_spec`` (the
+    current parameter-group entries), ``selections`` (label → resolved layer names) and
+    ``events`` (freeze / unfreeze / param-group changes with their epoch).
+    """
+
+    def __init__(self, model: nn.Module, config, *, device: torch.device, info,
+                 steps_per_epoch: int, layer_map=None) -> None:
+        self.model, self.config, self.device, self.info = model, config, torch.device(device), info
+        self.layer_map = layer_map if layer_map is not None else build_layer_map(model)
+        self.threat, self.alpha, self.eval_alpha = resolve_threat(config, info)
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch = 0
+        self.step = 0
+        self.generator = torch.Generator(device=self.device)
+        self.group_spec: list[dict] = [dict(g) for g in config.param_groups]
+        self.selections: dict[str, dict] = {}
+        self.events: list[dict] = []
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.on_selection = None  # callback(label, resolved) set by the loop
+
+    # --- randomness ---------------------------------------------------------------------------
+    def seed_epoch(self, epoch: int) -> None:
+        """Reseed ``generator`` for ``epoch`` (called by the loop before on_epoch_start)."""
+        self.epoch = epoch
+        self.generator.manual_seed(derive_seed(self.config.seed, "method", epoch))
+
+    def next_seed(self) -> int:
+        """A fresh int seed drawn from ``generator`` (for an attack's random start)."""
+        return int(torch.randint(0, 2**62, (1,), generator=self.generator,
+                                 device=self.device).item())
+
+    def pgd(self, *, steps: int | None = None, alpha: float | None = None, **kwargs) -> PGD:
+        """The training PGD (config.steps, α, random start) seeded from ``generator``."""
+        return PGD(self.threat, steps=steps or self.config.steps, alpha=alpha or self.alpha,
+                   random_start=True, seed=self.next_seed(), **kwargs)
+
+    def autocast(self):
+        """bf16 autocast on CUDA when ``config.amp``; a no-op on CPU (fp32)."""
+        if self.config.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --- selections ---------------------------------------------------------------------------
+    def select(self, expr, label: str | None = None):
+        """Resolve ``expr`` against the model's layer map; with ``label`` it is recorded in the
+        run (run record ``selections[label]``)."""
+        resolved = select(self.layer_map, expr)
+        if label is not None:
+            self.record_selection(label, resolved)
+        return resolved
+
+    def record_selection(self, label: str, resolved) -> None:
+        self.selections[label] = {"expression": resolved.expression,
+                                  "names": list(resolved.names)}
+        if self.on_selection is not None:
+            self.on_selection(label, resolved)
+
+    # --- trainable set and optimiser ----------------------------------------------------------
+    def freeze(self, expr, label: str | None = None):
+        """Freeze the selected layers (BN running stats keep updating, EARLY §3.1) and rebuild
+        the optimiser without them. Returns the resolved selection."""
+        resolved = self.select(expr, label)
+        freeze_layers(self.model, resolved)
+        self._event("freeze", resolved)
+        self.rebuild_optimizer()
+        return resolved
+
+    def unfreeze(self, expr, label: str | None = None):
+        """Make the selected layers trainable again and rebuild the optimiser."""
+        resolved = self.select(expr, label)
+        unfreeze_layers(self.model, resolved)
+        self._event("unfreeze", resolved)
+        self.rebuild_optimizer()
+        return resolved
+
+    def set_param_groups(self, groups: list[dict]) -> None:
+        """Replace the parameter groups (``[{"select", "lr", "weight_decay", "schedule"}]``,
+        first match wins, the rest in the default group) and rebuild the optimiser; the
+        resolved layer names of each group are recorded as ``param_groups[i]``."""
+        for i, spec in enumerate(groups):
+            self.select(spec["select"], label=f"param_groups[{i}]")
+        self.group_spec = [dict(g) for g in groups]
+        self.events.append({"epoch": self.epoch, "event": "param_groups",
+                            "groups": [dict(g) for g in groups]})
+        self.rebuild_optimizer()
+
+    def rebuild_optimizer(self, keep_state: bool = True) -> None:
+        """A new optimiser over the current trainable parameters and ``group_spec``; the
+        schedule continues at the current step. Per-parameter state (momentum buffers, Adam
+        moments) carries over for parameters still trained when ``keep_state``."""
+        old = self.optimizer
+        new = build_optimizer(self.model, self.config, self.layer_map, groups=self.group_spec)
+        if old is not None and keep_state:
+            for group in new.param_groups:
+                for param in group["params"]:
+                    if param in old.state:
+                        new.state[param] = old.state[param]
+        self.optimizer = new
+        self.scheduler = build_scheduler(new, self.config, self.steps_per_epoch, self.step)
+
+    def frozen_names(self) -> list[str]:
+        """Names of the parameters with ``requires_grad=False``."""
+        return [n for n, p in self.model.named_parameters() if not p.requires_grad]
+
+    def set_frozen_names(self, names) -> None:
+        """Set ``requires_grad`` from a list of frozen parameter names (resume)."""
+        frozen = set(names)
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name not in frozen)
+
+    def _event(self, kind: str, resolved) -> None:
+        self.events.append({"epoch": self.epoch, "event": kind,
+                            "expression": resolved.expression, "names": list(resolved.names)})

@@ -1,0 +1,31 @@
+"""Fast adversarial training with FGSM-RS (Wong, Rice & Kolter 2020).
+
+δ₀ ~ U(−ε, ε); x_adv = Π_ε(x + δ₀ + α·sign(∇_δ CE(f(x + δ₀), y))) with α = 1.25ε
+(``config.fast_alpha_scale``), then L = CE(f(x_adv), y). Attack in eval() mode (SPEC §2). Wong et
+al. pair it with a one-cycle schedule (``schedule="onecycle"``).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from robustlayers.attacks import FGSM
+
+from .base import Method, StepOutput, register_method
+
+
+@register_method("fast-at")
+class FastAT(Method):
+    """L = CE(f(x_adv), y), x_adv from one FGSM step of size 1.25ε from a random start."""
+
+    def attack(self, ctx) -> FGSM:
+        return FGSM(ctx.threat, random_start=True,
+                    alpha=self.config.fast_alpha_scale * ctx.threat.eps, seed=ctx.next_seed())
+
+    def loss(self, ctx, x, y) -> StepOutput:
+        x_adv = self.attack(ctx)(ctx.model, x, y)
+        logits_adv = ctx.model(x_adv)
+        return StepOutput(F.cross_entropy(logits_adv, y), logits_adv=logits_adv, x_adv=x_adv)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "alpha_scale": self.config.fast_alpha_scale}

@@ -1,0 +1,93 @@
+"""Every bad input raises ValueError with a message naming the problem (architecture.md)."""
+import pytest
+import torch
+
+from robustlayers.attacks import (
+    BPDA, FGSM, PGD, AutoAttackAdapter, FeaturePGD, ThreatModel, TransferAttack, make_attack,
+)
+
+from .toys import MLP
+
+LINF = ThreatModel("linf", 8 / 255)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return MLP().eval()
+
+
+def _x(n=4):
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: PGD(LINF, steps=2), lambda: FGSM(LINF), lambda: FGSM(LINF, random_start=True),
+    lambda: PGD(ThreatModel("l2", 0.5), steps=2, loss="cw"),
+])
+@pytest.mark.parametrize("x, y, match", [
+    (torch.rand(4, 28, 28), torch.zeros(4, dtype=torch.long), "4-D NCHW"),
+    (torch.rand(4, 1, 28, 28) * 2, torch.zeros(4, dtype=torch.long), r"outside \[0, 1\]"),
+    (torch.rand(4, 1, 28, 28) - 0.5, torch.zeros(4, dtype=torch.long), r"outside \[0, 1\]"),
+    (torch.full((4, 1, 28, 28), float("nan")), torch.zeros(4, dtype=torch.long), "NaN"),
+    (torch.full((4, 1, 28, 28), float("inf")), torch.zeros(4, dtype=torch.long), "infinite"),
+    (torch.randint(0, 2, (4, 1, 28, 28)), torch.zeros(4, dtype=torch.long), "float tensor"),
+    (_x(4), torch.zeros(3, dtype=torch.long), "label count mismatch: x has 4 examples, y has 3"),
+    (_x(4), torch.zeros(4), "int64"),
+    (_x(4), torch.zeros(4, 1, dtype=torch.long), "1-D"),
+    (_x(4), [0, 0, 0, 0], "torch.Tensor"),
+    ("image", torch.zeros(4, dtype=torch.long), "torch.Tensor"),
+    (_x(4), torch.full((4,), 10, dtype=torch.long), r"labels must lie in \[0, 9\]"),
+    (_x(4), torch.full((4,), -1, dtype=torch.long), r"labels must lie in \[0, 9\]"),
+])
+def test_bad_inputs(model, make, x, y, match):
+    with pytest.raises(ValueError, match=match):
+        make()(model, x, y)
+
+
+def test_bad_model():
+    with pytest.raises(ValueError, match="torch.nn.Module"):
+        PGD(LINF)(lambda t: t, _x(), torch.zeros(4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: ThreatModel("linf", -8 / 255), ">= 0"),
+    (lambda: ThreatModel("l3", 0.1), "choose one of linf, l2"),
+    (lambda: PGD(LINF, steps=0), "steps must be an integer >= 1, got 0"),
+    (lambda: PGD(LINF, steps=2.5), "steps must be an integer"),
+    (lambda: PGD(LINF, alpha=0.0), "alpha must be a finite number > 0"),
+    (lambda: PGD(LINF, alpha=-1e-3), "alpha must be a finite number > 0"),
+    (lambda: PGD(LINF, alpha=float("nan")), "alpha must be a finite number > 0"),
+    (lambda: FGSM(LINF, alpha=0), "alpha must be a finite number > 0"),
+    (lambda: PGD(LINF, restarts=0), "restarts must be an integer >= 1"),
+    (lambda: PGD(LINF, restarts=3, random_start=False), "needs random_start=True"),
+    (lambda: PGD(LINF, loss="mse"), r"unknown loss 'mse'; choose one of ce, cw"),
+    (lambda: PGD(LINF, seed=1.5), "seed must be an int"),
+    (lambda: PGD((("linf", 0.1))), "ThreatModel"),
+    (lambda: FeaturePGD(LINF, "all", random_start=False), "needs random_start=True"),
+    (lambda: FeaturePGD(LINF, "all", objective=3), "objective must be callable"),
+    (lambda: AutoAttackAdapter(LINF, version="fast"), "choose one of standard, custom"),
+    (lambda: AutoAttackAdapter(LINF, attacks=["apgd-ce"]), "needs version='custom'"),
+    (lambda: AutoAttackAdapter(LINF, version="custom", attacks=["pgd"]), "choose from apgd-ce"),
+    (lambda: AutoAttackAdapter(LINF, batch_size=0), "batch_size"),
+    (lambda: BPDA("pgd", ["q"]), "BPDA wraps an Attack"),
+    (lambda: BPDA(PGD(LINF), []), "module paths"),
+    (lambda: TransferAttack(MLP(), "pgd"), "needs an Attack"),
+    (lambda: TransferAttack("model", PGD(LINF)), "torch.nn.Module"),
+    (lambda: make_attack("deepfool", LINF), r"unknown attack 'deepfool'; choose one of apgd, "
+                                             r"autoattack, feature-pgd, fgsm, fgsm-rs, pgd, pgd-cw"),
+    (lambda: make_attack("pgd", LINF, stpes=3), "does not take stpes; options: steps"),
+    (lambda: make_attack("pgd-cw", LINF, loss="ce"), "fixes loss"),
+    (lambda: make_attack("feature-pgd", LINF), "needs selection"),
+])
+def test_bad_configuration(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_transfer_validates_target(model):
+    attack = TransferAttack(model, PGD(LINF, steps=1))
+    with pytest.raises(ValueError, match="torch.nn.Module"):
+        attack(None, _x(), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="label count mismatch"):
+        attack(model, _x(), torch.zeros(2, dtype=torch.long))
