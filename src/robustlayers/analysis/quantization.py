@@ -91,6 +91,12 @@ def _kind(module: nn.Module) -> str:
     return type(module).__name__.lower()
 
 
+def _ends_in_act(module: nn.Module) -> bool:
+    """A residual block of the zoo: its last child is the post-add activation ``act``."""
+    children = list(module.named_children())
+    return bool(children) and children[-1][0] == "act" and is_activation(children[-1][1])
+
+
 def default_placements(model: nn.Module) -> list[str]:
     """``conv0`` plus every top-level stage that is neither stem nor head (ResNet-18:
     conv0, layer1…layer4; small CNN: conv0, layer1, layer2)."""
@@ -126,9 +132,9 @@ def resolve_placement(model: nn.Module, spec: str, *, input_shape=None) -> Place
         return Placement(text, convs[0], "output")
     module = resolve_module(model, text)
     children = list(module.named_children())
-    if children and isinstance(getattr(children[-1][1], "act", None), nn.Module):
+    if children and _ends_in_act(children[-1][1]):
         return Placement(text, f"{text}.{children[-1][0]}.act", "input")
-    if isinstance(getattr(module, "act", None), nn.Module) and children:
+    if _ends_in_act(module):
         return Placement(text, f"{text}.act", "input")
     leaves = [(n, m) for n, m in module.named_modules() if not list(m.children()) and n]
     while leaves and _kind(leaves[-1][1]) in _PASSIVE:

@@ -45,10 +45,8 @@ def time_training_epoch(model: nn.Module, data, *, eps: float, batch_size: int =
     optimizer = torch.optim.SGD(work.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     generator = torch.Generator().manual_seed(int(seed))
     order = torch.randperm(len(x), generator=generator)
-    work.train()
-    _sync(device)
-    start = time.perf_counter()
-    for b in range(measured):
+
+    def step(b: int) -> None:
         idx = order[torch.arange(b * batch_size, (b + 1) * batch_size) % len(x)]
         xb, yb = x[idx].to(device), y[idx].to(device)
         x_adv = attack(work, xb, yb)
@@ -57,6 +55,12 @@ def time_training_epoch(model: nn.Module, data, *, eps: float, batch_size: int =
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    step(0)  # untimed warm-up: first-call costs (lazy imports, allocators) are not an epoch's
+    _sync(device)
+    start = time.perf_counter()
+    for b in range(measured):
+        step(b)
     _sync(device)
     measured_s = time.perf_counter() - start
     return jsonable({

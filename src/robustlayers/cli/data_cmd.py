@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
 from robustlayers import data as rdata
-from robustlayers.data.dataset import find_files, read_split
+from robustlayers.cli.common import print_json
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,8 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"one of {', '.join(rdata.list_datasets())} "
                         f"(default {rdata.DEFAULT_DATASET})")
     parser.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="folder holding the files, or its parent (default: the dataset's "
-                        "default folder, then $ROBUSTLAYERS_DATA_DIR or ~/.cache/robustlayers/data)")
+                        help="folder holding the files, or its parent (default: "
+                        "$ROBUSTLAYERS_DATA_DIR, the dataset's default folder, then "
+                        "~/.cache/robustlayers/data)")
     parser.add_argument("--download", action="store_true",
                         help="if the files are missing, fetch them from the publisher's URL")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -38,8 +38,8 @@ def _eps(value: float) -> dict:
 def _splits(info, data_dir, download: bool) -> dict:
     out = {}
     for split in info.splits:
-        folder = find_files(info, split, data_dir, download=download)
-        _, labels = read_split(info, split, folder)
+        folder = rdata.find_files(info, split, data_dir, download=download)
+        _, labels = rdata.read_split(info, split, folder)
         counts = np.bincount(labels, minlength=info.num_classes)
         out[split] = {"n": int(len(labels)), "source": str(folder),
                       "class_counts": [int(c) for c in counts]}
@@ -105,7 +105,7 @@ def _print_text(rec: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     record = describe(args.dataset, args.data_dir, args.download)
     if args.json:
-        print(json.dumps(record))
+        print_json(record)
     else:
         _print_text(record)
     return 0

@@ -35,7 +35,8 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-def random_crop(x: torch.Tensor, generator: torch.Generator, padding: int = PADDING) -> torch.Tensor:
+def random_crop(x: torch.Tensor, generator: torch.Generator,
+                padding: int = PADDING) -> torch.Tensor:
     """Random HxW crops of ``x`` (N, C, H, W) zero-padded by ``padding`` pixels per side.
 
     Offsets are drawn on the CPU ``generator`` (uniform in 0..2*padding per axis and example);

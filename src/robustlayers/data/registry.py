@@ -120,7 +120,8 @@ _REGISTRY: dict[str, DatasetInfo] = {
         DatasetInfo(
             name="cifar10", shape=(3, 32, 32), num_classes=10, classes=CIFAR10_CLASSES,
             mean=_CIFAR10_MEAN, std=_CIFAR10_STD, default_eps=8 / 255, default_alpha=2 / 255,
-            augment="crop_flip", default_model="resnet18", default_dir=_cache("cifar-10-batches-py"),
+            augment="crop_flip", default_model="resnet18",
+            default_dir=_cache("cifar-10-batches-py"),
             files=(("train", tuple(f"data_batch_{i}" for i in range(1, 6))),
                    ("test", ("test_batch",))),
             url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", archive=True,

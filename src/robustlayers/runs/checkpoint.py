@@ -20,10 +20,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Mapping
 
 from robustlayers.runs.atomic import (
     atomic_write_bytes,
@@ -31,6 +28,10 @@ from robustlayers.runs.atomic import (
     fsync_dir,
     safetensors_bytes,
 )
+
+if TYPE_CHECKING:  # torch is imported where used, so that the index works without it
+    import torch
+    from torch import nn
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -71,6 +72,8 @@ def check_tag(tag: str) -> str:
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain module under ``torch.compile`` / ``DataParallel`` / DDP wrappers, so that
     parameter names match ``create_model``'s."""
+    from torch import nn
+
     while True:
         if hasattr(model, "_orig_mod"):
             model = model._orig_mod
@@ -97,6 +100,8 @@ def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _unsafe_path(obj: Any, path: str = "state") -> str | None:
     """Best-effort: the first place in ``obj`` holding a type weights_only loading refuses."""
+    import torch
+
     if isinstance(obj, torch.Tensor) or obj is None:
         return None
     if type(obj) in (int, float, bool, str, bytes, complex, torch.dtype, torch.device, torch.Size):
@@ -122,6 +127,8 @@ def state_bytes(state: Mapping[str, Any]) -> bytes:
     Raises ValueError naming the offending entry (e.g. a numpy array: use
     ``robustlayers.runs.capture_rng_state`` for RNG states, ``torch.from_numpy`` otherwise).
     """
+    import torch
+
     if not isinstance(state, Mapping):
         raise ValueError(f"checkpoint state must be a dict, got {type(state).__name__}")
     buffer = io.BytesIO()
@@ -262,6 +269,8 @@ def load_weights_into(model: nn.Module, data: bytes, source: Path) -> None:
 
 def load_state_bytes(data: bytes, map_location: Any = "cpu") -> dict[str, Any]:
     """``torch.load(weights_only=True)`` of verified state bytes."""
+    import torch
+
     return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
 
 

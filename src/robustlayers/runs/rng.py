@@ -12,7 +12,6 @@ import random
 from typing import Any
 
 import numpy as np
-import torch
 
 
 def capture_rng_state(*, cuda: bool | None = None) -> dict[str, Any]:
@@ -26,6 +25,8 @@ def capture_rng_state(*, cuda: bool | None = None) -> dict[str, Any]:
     Returns a dict with keys ``python``, ``numpy``, ``torch`` and, when included, ``cuda`` —
     every value loadable with ``torch.load(weights_only=True)``.
     """
+    import torch
+
     name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -49,6 +50,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     """Set the global RNGs from a dict made by :func:`capture_rng_state` (after a checkpoint
     round trip). Keys that are absent are left alone; CUDA states are restored for as many
     devices as both the record and this machine have."""
+    import torch
+
     unknown = set(state) - {"python", "numpy", "torch", "cuda"}
     if unknown:
         raise ValueError(

@@ -21,13 +21,14 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from robustlayers.runs import checkpoint as ck
 from robustlayers.runs import metrics as _metrics
 from robustlayers.runs.atomic import atomic_write_json, dumps_json, fsync_dir
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CONFIG_FILE = "config.json"
 SELECTIONS_FILE = "selections.json"
@@ -144,7 +145,7 @@ class RunDir:
         env.setdefault("resumes", []).append({**environment(), "time": _now()})
         atomic_write_json(path / ENVIRONMENT_FILE, env)
         (path / CHECKPOINTS_DIR).mkdir(exist_ok=True)
-        run._cleanup_checkpoint_dirs()
+        ck.cleanup(run.checkpoint_root)
         if selections:
             run.record_selections(selections)
         return run

@@ -54,6 +54,7 @@ class TrainConfig:
     eval_steps: int = 20               # per-epoch test attack: PGD-20 (RAT, SPECTRUM); 0 = off
     eval_alpha: float | None = None    # None: alpha
     eval_size: int | None = 1000       # test images attacked every epoch (fixed subset)
+    eval_batch_size: int = 256         # batch size of the per-epoch evaluation
     # --- method parameters -------------------------------------------------------------------
     trades_beta: float = 6.0           # TRADES / RAT_WP-TRADES β
     mart_beta: float = 6.0             # MART λ (Wang et al. use 5–6 on CIFAR-10)
@@ -76,6 +77,8 @@ class TrainConfig:
     augment: bool = True               # the dataset's default augmentation, on device
     select_by: str = "auto"            # best checkpoint by robust or clean acc; auto: clean
     #                                    for natural training, robust otherwise (SPEC §5)
+    train_clean_metrics: bool = True   # train clean acc for adversarial-only methods costs one
+    #                                    extra eval-mode forward per batch; off for speed
     # --- reproducibility and hardware --------------------------------------------------------
     seed: int = 0
     device: str = "auto"               # auto: cuda when available
@@ -107,7 +110,8 @@ class TrainConfig:
         self.awp_base = _canon(self.awp_base)
         _choice("awp_base", self.awp_base, AWP_BASES)
         _choice("select_by", self.select_by, SELECT_BY)
-        for name in ("epochs", "batch_size", "checkpoint_every", "keep_checkpoints"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every",
+                     "keep_checkpoints"):
             _positive_int(name, getattr(self, name))
         for name in ("steps", "eval_steps", "awp_warmup", "val_size"):
             _positive_int(name, getattr(self, name), allow_zero=True)

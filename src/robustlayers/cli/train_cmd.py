@@ -1,0 +1,156 @@
+"""``robustlayers train``: build a TrainConfig from a preset, a config file, flags and ``--set``
+overrides (later wins: preset < file < flags < --set), run it, print the run dir and metrics.
+
+    robustlayers train --method pgd-at --epochs 5 --train-size 10000 --eps 0.1
+    robustlayers train --preset rat-wp-cifar10 --data-dir ~/data --set awp_gamma=0.005
+    robustlayers train --config exp.yaml --seed 3 --out runs/exp-s3
+    robustlayers train --resume runs/exp-s3          # continue from the newest checkpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+# flag dest -> (type, help); every one defaults to None ("not given") so that only flags the
+# user typed override the preset / config file.
+_FLAGS = {
+    "model": (str, "model name (robustlayers models)"),
+    "dataset": (str, "dataset name (robustlayers data)"),
+    "data_dir": (str, "folder holding the dataset files"),
+    "method": (str, "natural, pgd-at, trades, mart, awp, fast-at"),
+    "epochs": (int, "training epochs"),
+    "batch_size": (int, "batch size"),
+    "lr": (float, "base learning rate"),
+    "optimizer": (str, "sgd or adam"),
+    "momentum": (float, "SGD momentum"),
+    "schedule": (str, "piecewise, cosine, onecycle or constant (stepped per iteration)"),
+    "milestones": (str, "piecewise milestones, comma-separated: fractions (0.5,0.75) or "
+                        "epochs (75,90)"),
+    "weight_decay": (float, "weight decay"),
+    "norm": (str, "linf or l2"),
+    "eps": (str, "budget in input units: 8/255 or 0.1 (default: the dataset's)"),
+    "alpha": (str, "training PGD step size, 2/255 or 0.01 (default: scaled dataset default)"),
+    "steps": (int, "training PGD steps"),
+    "trades_beta": (float, "TRADES beta"),
+    "mart_beta": (float, "MART beta"),
+    "awp_gamma": (float, "AWP relative weight-perturbation size gamma"),
+    "awp_warmup": (int, "epochs without weight perturbation"),
+    "awp_select": (str, "layer selection whose weights AWP perturbs (RAT_WP: block:3,4)"),
+    "freeze": (str, "layer selection frozen for the whole run"),
+    "train_size": (int, "train on a seeded subset of N examples"),
+    "test_size": (int, "evaluate clean accuracy on a seeded subset of N test examples"),
+    "val_size": (int, "hold N training examples out for checkpoint selection"),
+    "eval_steps": (int, "PGD steps of the per-epoch robust evaluation (0: off)"),
+    "eval_size": (int, "test images attacked every epoch"),
+    "seed": (int, "random seed"),
+    "device": (str, "cpu, cuda or auto"),
+    "out": (str, "run directory to create"),
+    "runs_root": (str, "folder new run directories go under (default: runs)"),
+}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train", help="train a model (natural, PGD-AT, TRADES, MART, AWP, Fast-AT)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for dest, (kind, text) in _FLAGS.items():
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, default=None,
+                            help=text, metavar=dest.upper())
+    parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov SGD")
+    parser.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                        help="no data augmentation")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", default=None,
+                        help="no bf16 autocast on CUDA")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="any config key, dotted for nesting (param_groups.0.lr=0.1); "
+                             "the value is read as YAML; repeatable")
+    parser.add_argument("--config", help="YAML or JSON file of config keys")
+    parser.add_argument("--preset", help="named preset (see --list-presets)")
+    parser.add_argument("--list-presets", action="store_true", help="print presets and exit")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue RUN_DIR from its newest complete checkpoint")
+    parser.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print result.json to stdout")
+    return parser
+
+
+def _flag_values(args) -> dict:
+    values = {dest: getattr(args, dest) for dest in _FLAGS if getattr(args, dest) is not None}
+    for dest in ("nesterov", "augment", "amp", "quiet"):
+        if getattr(args, dest) is not None:
+            values[dest] = getattr(args, dest)
+    if "milestones" in values:
+        try:
+            values["milestones"] = [float(m) if "." in m else int(m)
+                                    for m in values["milestones"].split(",") if m.strip()]
+        except ValueError:
+            raise ValueError(f"--milestones must be comma-separated numbers, got "
+                             f"{args.milestones!r}") from None
+    return values
+
+
+def build_config(args):
+    """The validated TrainConfig of preset < config file < flags < --set."""
+    from robustlayers.attacks import parse_eps
+    from robustlayers.train.config import (PRESETS, TrainConfig, _choice, apply_overrides,
+                                           load_config_file, merge)
+
+    layers: list = []
+    if args.preset:
+        if args.preset not in PRESETS:
+            _choice("preset", args.preset, list(PRESETS))
+        layers.append(PRESETS[args.preset]())
+    if args.config:
+        layers.append(load_config_file(args.config))
+    flags = _flag_values(args)
+    base = merge(*layers, {k: v for k, v in flags.items() if k not in ("eps", "alpha")})
+    norm = base.norm
+    for key in ("eps", "alpha"):
+        if key in flags:
+            flags[key] = parse_eps(flags[key], norm=norm)
+    layers.append(flags)
+    config = merge(*layers)
+    if args.overrides:
+        config = merge(config, apply_overrides({}, args.overrides, base=config))
+    assert isinstance(config, TrainConfig)
+    return config
+
+
+def run(args) -> int:
+    from robustlayers.train import list_presets, resume_run, train
+
+    if args.list_presets:
+        from robustlayers.train.config import PRESETS
+        for name in list_presets():
+            doc = " ".join((PRESETS[name].__doc__ or "").split())
+            print(f"{name:18s} {doc}")
+        return 0
+    if args.resume:
+        given = [f"--{d.replace('_', '-')}" for d in _flag_values(args)
+                 if d not in ("quiet", "device")]
+        given += [flag for flag, value in (("--config", args.config), ("--preset", args.preset),
+                                           ("--set", args.overrides)) if value]
+        if given:
+            raise ValueError(f"--resume continues a run with its own saved config; drop "
+                             f"{', '.join(given)} (only --quiet and --device may accompany it)")
+        run_dir = resume_run(args.resume, quiet=args.quiet, device=args.device)
+    else:
+        run_dir = train(build_config(args))
+    result = run_dir.result or {}
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir.path), **result}, indent=2, default=str))
+        return 0
+    print(f"run: {run_dir.path}")
+    for label in ("best", "last"):
+        row = result.get(label) or {}
+        parts = [f"{k} {row[k]:.4f}" for k in ("test_clean_acc", "test_robust_acc",
+                                                "val_robust_acc") if row.get(k) is not None]
+        print(f"{label} (epoch {row.get('epoch')}): {'  '.join(parts)}")
+    gap = result.get("best_minus_last", {})
+    if gap:
+        print("best - last: " + "  ".join(f"{k} {v:+.4f}" for k, v in gap.items()))
+    sys.stdout.flush()
+    return 0

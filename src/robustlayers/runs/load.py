@@ -1,0 +1,59 @@
+"""Rebuild a trained model from its run directory."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from robustlayers.runs.checkpoint import check_tag, epoch_tag
+from robustlayers.runs.rundir import RunDir
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def resolve_which(run: RunDir, which: str | int) -> str:
+    """The checkpoint tag meant by ``which``: ``"best"``, ``"last"`` (the newest complete epoch
+    checkpoint), an epoch number or a tag such as ``"epoch-0003"``. ValueError listing the
+    available checkpoints when it names none."""
+    available = run.checkpoint_tags()
+    if isinstance(which, int) and not isinstance(which, bool):
+        tag = epoch_tag(which)
+    elif which == "last":
+        tag = run.latest_checkpoint()
+    elif isinstance(which, str):
+        try:
+            tag = check_tag(which)
+        except ValueError:
+            tag = None
+    else:
+        tag = None
+    if tag is None or tag not in available:
+        raise ValueError(
+            f"no checkpoint {which!r} in {run.path}; choose 'last', 'best' or one of: "
+            f"{', '.join(available) or 'none (the run has no complete checkpoint)'}"
+        )
+    return tag
+
+
+def load_run_model(
+    run_dir: RunDir | str | os.PathLike, which: str | int = "best"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``(model, config)``: the run's model built with
+    ``robustlayers.models.create_model(config["model"], **config["model_kwargs"])``, its
+    weights loaded (hash-verified) from checkpoint ``which``, in ``eval()`` mode on the CPU."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir)
+    config = run.config
+    missing = [key for key in ("model", "model_kwargs") if key not in config]
+    if missing:
+        raise ValueError(
+            f"{run.path / 'config.json'} lacks {missing}; cannot rebuild the model "
+            "(the config must hold 'model' and 'model_kwargs' for create_model)"
+        )
+    tag = resolve_which(run, which)
+    from robustlayers import models
+
+    model = models.create_model(config["model"], **config["model_kwargs"])
+    run.load_weights(tag, model)
+    model.eval()
+    return model, config

@@ -1,0 +1,384 @@
+"""The training loop: epochs → batches → method step → schedule → evaluate → checkpoint.
+
+``train(config)`` runs one method (see :mod:`robustlayers.train.methods`) and writes a run
+directory (:class:`robustlayers.runs.RunDir`): config.json (the resolved config, with ε/α filled
+in from the dataset and ``model_kwargs`` to rebuild the model), selections.json (the resolved layer
+names of every selection used), environment.json (versions, code version), metrics.jsonl (one row
+per epoch), checkpoints (``epoch-NNNN`` every ``checkpoint_every`` epochs, the newest
+``keep_checkpoints`` kept, and ``best``) and result.json (best and last metrics and their gap).
+
+Determinism and exact resume. Everything random is a function of ``config.seed`` and the epoch:
+model initialisation (``create_model(seed=...)``), data order and augmentation
+(``iter_batches(seed, epoch)``), the method generator (reseeded each epoch) from which attack
+seeds are drawn, and the evaluation attack (fixed seeds, the same every epoch). The global RNG
+states are seeded at start and saved in every checkpoint anyway (for models that use them, e.g.
+dropout). A checkpoint holds the weights, optimiser and schedule state, method state, trainable
+set and parameter groups, the best-so-far record and the RNG states; ``resume`` loads the newest
+*complete* one, cuts metrics.jsonl after its epoch and replays from there, so a run killed at any
+point ends with exactly the weights and metrics (except the timing fields :data:`TIME_FIELDS`)
+of an uninterrupted run on the same machine (CPU; on CUDA only up to kernel non-determinism).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from robustlayers.attacks import PGD, attack_mode
+from robustlayers.data import get_dataset_info, iter_batches, load_dataset, num_batches
+from robustlayers.layers import count_params
+from robustlayers.models import create_model
+from robustlayers.runs import RunDir, RunIndex, capture_rng_state, epoch_tag, restore_rng_state
+from robustlayers.train.config import TrainConfig, config_from_dict
+from robustlayers.train.context import TrainContext, derive_seed
+from robustlayers.train.methods import make_method
+
+TIME_FIELDS = ("seconds", "train_seconds", "eval_seconds", "images_per_s")
+"""Metrics fields that measure wall-clock time; everything else is exactly reproducible."""
+RUN_ONLY_KEYS = ("model_kwargs",)
+"""Keys of config.json that are not TrainConfig fields (written for load_run_model)."""
+
+
+# --- set-up -------------------------------------------------------------------------------------
+
+def resolve_device(config: TrainConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available; valid choices "
+                         "here: cpu, auto")
+    return torch.device(config.device)
+
+
+def load_splits(config: TrainConfig, device: torch.device) -> dict:
+    """train / val (held out of train by a seeded permutation) / test / eval (the fixed test
+    subset attacked every epoch), as TensorData on ``device``."""
+    train = load_dataset(config.dataset, "train", data_dir=config.data_dir,
+                         subset=config.train_size, seed=config.seed)
+    val = None
+    if config.val_size:
+        if config.val_size >= len(train):
+            raise ValueError(f"val_size {config.val_size} leaves no training data "
+                             f"(train has {len(train)} examples)")
+        gen = torch.Generator().manual_seed(derive_seed(config.seed, "val"))
+        order = torch.randperm(len(train), generator=gen)
+        held, kept = order[:config.val_size].sort().values, order[config.val_size:].sort().values
+        val = dataclasses.replace(train, x=train.x[held], y=train.y[held], split="val")
+        train = dataclasses.replace(train, x=train.x[kept], y=train.y[kept])
+    test = load_dataset(config.dataset, "test", data_dir=config.data_dir,
+                        subset=config.test_size, seed=config.seed)
+    def attacked(part):  # the fixed subset of ``part`` attacked every epoch
+        n = min(config.eval_size or len(part), len(part))
+        return part.subset(n, derive_seed(config.seed, "eval", part.split) % 2**31)
+
+    splits = {"train": train, "val": val, "test": test, "eval": attacked(test),
+              "val_eval": attacked(val) if val is not None else None}
+    return {k: (v.to(device) if v is not None else None) for k, v in splits.items()}
+
+
+def build_model(config: TrainConfig, info, device: torch.device):
+    kwargs = {"num_classes": info.num_classes, "in_channels": info.shape[0],
+              "input_size": info.shape[1], "mean": list(info.mean), "std": list(info.std)}
+    model = create_model(config.model, seed=derive_seed(config.seed, "model") % 2**31, **kwargs)
+    model = model.to(device)
+    if device.type == "cuda" and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, kwargs
+
+
+def seed_globals(seed: int) -> None:
+    """Seed Python, numpy and torch global RNGs (saved and restored with every checkpoint)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def new_run_path(config: TrainConfig) -> Path:
+    """``runs_root/<method>-<model>-<dataset>-s<seed>`` with ``-2``, ``-3``... if taken."""
+    base = Path(config.runs_root) / f"{config.method}-{config.model}-{config.dataset}-s{config.seed}"
+    path, n = base, 1
+    while path.exists() and any(path.iterdir()):
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def index_run(run: RunDir, config: TrainConfig) -> None:
+    """Upsert the run's row in the SQLite index of ``runs_root`` (or of the run's parent when
+    the run lives elsewhere)."""
+    root = Path(config.runs_root)
+    try:
+        run.path.resolve().relative_to(root.resolve())
+    except ValueError:
+        root = run.path.parent
+    RunIndex(root).upsert(run)
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+def evaluate(ctx: TrainContext, data, *, robust_data=None, prefix: str) -> dict:
+    """Clean accuracy/loss on ``data`` and PGD-``eval_steps`` accuracy/loss on ``robust_data``
+    (fixed seeds, so every epoch is attacked with the same random starts). Model in eval()."""
+    model, config = ctx.model, ctx.config
+    out = {}
+    for kind, part in (("clean", data), ("robust", robust_data)):
+        if part is None or (kind == "robust" and config.eval_steps == 0):
+            continue
+        attack = None
+        if kind == "robust":
+            attack = PGD(ctx.threat, steps=config.eval_steps, alpha=ctx.eval_alpha,
+                         random_start=True, seed=0)
+        loss_sum, correct = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
+        bar = tqdm(total=len(part), desc=f"{prefix} {kind}", unit="img", leave=False,
+                   disable=config.quiet, file=sys.stderr)
+        for i, (x, y) in enumerate(iter_batches(part, config.eval_batch_size, shuffle=False,
+                                                device=ctx.device)):
+            if attack is not None:
+                with ctx.autocast():
+                    x = attack(model, x, y, seed=derive_seed(config.seed, "eval", prefix, i))
+            with attack_mode(model), torch.no_grad(), ctx.autocast():
+                logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            bar.update(len(y))
+        bar.close()
+        out[f"{prefix}_{kind}_acc"] = correct.item() / len(part)
+        out[f"{prefix}_{kind}_loss"] = loss_sum.item() / len(part)
+    return out
+
+
+# --- checkpoint state ---------------------------------------------------------------------------
+
+def checkpoint_state(ctx: TrainContext, method, epoch: int, best: dict) -> dict:
+    return {"epoch": epoch, "step": ctx.step, "optimizer": ctx.optimizer.state_dict(),
+            "scheduler": ctx.scheduler.state_dict(), "method": method.state_dict(),
+            "frozen": ctx.frozen_names(), "group_spec": ctx.group_spec,
+            "selections": ctx.selections, "events": ctx.events, "best": best,
+            "rng": capture_rng_state()}
+
+
+def restore_state(ctx: TrainContext, method, state: dict) -> tuple[int, dict]:
+    ctx.set_frozen_names(state["frozen"])
+    ctx.group_spec, ctx.step = state["group_spec"], state["step"]
+    ctx.selections.update(state["selections"])
+    ctx.events = list(state["events"])
+    ctx.rebuild_optimizer(keep_state=False)
+    ctx.optimizer.load_state_dict(state["optimizer"])
+    ctx.scheduler.load_state_dict(state["scheduler"])
+    method.load_state_dict(state["method"])
+    restore_rng_state(state["rng"])
+    return state["epoch"], state["best"]
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+def train(config: TrainConfig | dict, *, resume: str | Path | None = None) -> RunDir:
+    """Train ``config`` into a new run directory, or continue the run at ``resume`` (its own
+    config.json is used; ``config`` may then only carry runtime settings: quiet, device)."""
+    if resume is not None:
+        runtime = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
+        return resume_run(resume, quiet=runtime.get("quiet"), device=runtime.get("device"))
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    config = dataclasses.replace(config).validate()
+    info = get_dataset_info(config.dataset)
+    from robustlayers.train.context import resolve_threat
+    threat, alpha, eval_alpha = resolve_threat(config, info)
+    config.eps, config.alpha, config.eval_alpha = threat.eps, alpha, eval_alpha
+    config.out = str(Path(config.out) if config.out else new_run_path(config))
+    if Path(config.out).is_dir() and any(Path(config.out).iterdir()):
+        raise ValueError(f"run directory {config.out} already exists; continue it with "
+                         f"--resume {config.out} (resume=...) or choose another --out")
+    return _run(config, run_path=Path(config.out), resuming=False)
+
+
+def resume_run(run_dir: str | Path, *, quiet: bool | None = None,
+               device: str | None = None) -> RunDir:
+    """Continue the run in ``run_dir`` from its newest complete checkpoint."""
+    saved = RunDir.open(run_dir).config
+    config = config_from_dict({k: v for k, v in saved.items() if k not in RUN_ONLY_KEYS},
+                              where=str(Path(run_dir) / "config.json"))
+    if quiet is not None:
+        config.quiet = bool(quiet)
+    if device is not None:
+        config.device = device
+    return _run(config, run_path=Path(run_dir), resuming=True, saved_config=saved)
+
+
+def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
+         saved_config: dict | None = None) -> RunDir:
+    device = resolve_device(config)
+    info = get_dataset_info(config.dataset)
+    seed_globals(config.seed)
+    data = load_splits(config, device)
+    model, model_kwargs = build_model(config, info, device)
+    steps_per_epoch = num_batches(data["train"], config.batch_size)
+    ctx = TrainContext(model, config, device=device, info=info, steps_per_epoch=steps_per_epoch)
+    method = make_method(config.method, config)
+
+    record = saved_config or {**config.to_dict(), "model_kwargs": model_kwargs}
+    run = RunDir.create(run_path, record, exist_ok=resuming)
+    ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
+    if config.freeze:
+        ctx.freeze(config.freeze, label="freeze")
+    for i, spec in enumerate(config.param_groups):
+        ctx.select(spec["select"], label=f"param_groups[{i}]")
+    method.setup(ctx)
+    if ctx.optimizer is None:
+        ctx.rebuild_optimizer()
+
+    select_by = config.select_by
+    if select_by == "auto":
+        select_by = "robust" if method.adversarial and config.eval_steps > 0 else "clean"
+    split = "val" if data["val"] is not None else "test"
+    key = f"{split}_{select_by}_acc"
+    start_epoch, best = 0, {"value": None, "epoch": None, "metrics": None}
+    if resuming:
+        tag = run.latest_checkpoint()
+        for note in run.warnings:
+            print(f"robustlayers train: {note}", file=sys.stderr)
+        if tag is not None:
+            state = run.load_checkpoint(tag, model)
+            start_epoch, best = restore_state(ctx, method, state)
+            if not config.quiet:
+                print(f"resuming {run.path} from checkpoint {tag}", file=sys.stderr)
+        elif not config.quiet:
+            print(f"no complete checkpoint in {run.path}; starting from epoch 0",
+                  file=sys.stderr)
+        run.truncate_metrics(start_epoch)
+    index_run(run, config)
+
+    started = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            t0 = time.perf_counter()
+            ctx.seed_epoch(epoch)
+            method.on_epoch_start(ctx, epoch)
+            lrs = ctx.scheduler.get_last_lr()
+            model.train()
+            sums = {"loss": torch.zeros((), device=device)}
+            correct = {"clean": torch.zeros((), device=device),
+                       "adv": torch.zeros((), device=device)}
+            seen, seen_clean, seen_adv = 0, 0, 0
+            bar = tqdm(total=len(data["train"]), desc=f"epoch {epoch + 1}/{config.epochs}",
+                       unit="img", leave=False, disable=config.quiet, file=sys.stderr)
+            batches = iter_batches(data["train"], config.batch_size, shuffle=True,
+                                   augment="default" if config.augment else None,
+                                   seed=config.seed, epoch=epoch, device=device)
+            for x, y in batches:
+                if device.type == "cuda" and config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                ctx.optimizer.zero_grad(set_to_none=True)
+                with ctx.autocast():
+                    out = method.loss(ctx, x, y)
+                out.loss.backward()
+                method.before_optimizer_step(ctx)
+                logits_clean = out.logits_clean
+                if logits_clean is None and config.train_clean_metrics:
+                    with attack_mode(model), torch.no_grad(), ctx.autocast():
+                        logits_clean = model(x)
+                ctx.optimizer.step()
+                ctx.scheduler.step()
+                ctx.step += 1
+                n = len(y)
+                sums["loss"] += out.loss.detach().float() * n
+                for name, value in out.extra.items():
+                    sums[name] = sums.get(name, 0.0) + torch.as_tensor(value).float() * n
+                if logits_clean is not None:
+                    correct["clean"] += (logits_clean.argmax(1) == y).sum()
+                    seen_clean += n
+                if out.logits_adv is not None:
+                    correct["adv"] += (out.logits_adv.argmax(1) == y).sum()
+                    seen_adv += n
+                seen += n
+                bar.update(n)
+            bar.close()
+            method.on_epoch_end(ctx, epoch)
+            train_seconds = time.perf_counter() - t0
+
+            row = {"epoch": epoch + 1, "lr": lrs[0]}
+            if len(lrs) > 1:
+                row["lrs"] = lrs
+            row["train_loss"] = sums.pop("loss").item() / seen
+            row["train_clean_acc"] = correct["clean"].item() / seen_clean if seen_clean else None
+            row["train_adv_acc"] = correct["adv"].item() / seen_adv if seen_adv else None
+            row.update({f"train_{k}": float(v) / seen for k, v in sums.items()})
+            t1 = time.perf_counter()
+            row.update(evaluate(ctx, data["test"], robust_data=data["eval"], prefix="test"))
+            if data["val"] is not None:
+                row.update(evaluate(ctx, data["val"], robust_data=data["val_eval"],
+                                    prefix="val"))
+            value = row.get(key)
+            row["best"] = value is not None and (best["value"] is None or value > best["value"])
+            row.update({"train_seconds": train_seconds,
+                        "eval_seconds": time.perf_counter() - t1,
+                        "seconds": time.perf_counter() - t0,
+                        "images_per_s": seen / max(train_seconds, 1e-9)})
+            run.append_metrics(row)
+            if row["best"]:
+                best = {"value": value, "epoch": epoch + 1, "metrics": row}
+            done = epoch + 1
+            state = None
+            if row["best"]:
+                state = checkpoint_state(ctx, method, done, best)
+                run.save_checkpoint("best", model, state, epoch=done)
+            if done % config.checkpoint_every == 0 or done == config.epochs:
+                state = state or checkpoint_state(ctx, method, done, best)
+                run.save_checkpoint(epoch_tag(done), model, state)
+                run.prune_checkpoints(config.keep_checkpoints)
+            if not config.quiet:
+                tqdm.write(_summary(row, key), file=sys.stderr)
+    except BaseException as err:
+        run.mark_failed(err)
+        index_run(run, config)
+        raise
+
+    run.write_result(_result(run, config, ctx, method, best, key,
+                             time.perf_counter() - started, device))
+    index_run(run, config)
+    return run
+
+
+def _summary(row: dict, key: str) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}"]
+    for name in ("train_clean_acc", "train_adv_acc", "test_clean_acc", "test_robust_acc",
+                 "val_robust_acc"):
+        if row.get(name) is not None:
+            parts.append(f"{name} {row[name]:.4f}")
+    parts.append(f"{row['images_per_s']:.0f} img/s" + ("  *best" if row["best"] else ""))
+    return "  ".join(parts)
+
+
+def _result(run: RunDir, config, ctx, method, best: dict, key: str, seconds: float,
+            device) -> dict:
+    rows = run.metrics()
+    last = rows[-1] if rows else {}
+    best_row = best["metrics"] or {}
+    gap = {}
+    for name in ("test_robust_acc", "test_clean_acc", "val_robust_acc", "val_clean_acc"):
+        if best_row.get(name) is not None and last.get(name) is not None:
+            gap[name] = best_row[name] - last[name]
+    strip = lambda r: {k: v for k, v in r.items() if k not in TIME_FIELDS}  # noqa: E731
+    return {
+        "method": method.describe(), "select_by": key, "best_epoch": best["epoch"],
+        "best": strip(best_row), "last": strip(last), "best_minus_last": gap,
+        "clean_acc": last.get("test_clean_acc"),
+        "robust_acc_best": best_row.get("test_robust_acc"),
+        "robust_acc_last": last.get("test_robust_acc"),
+        "threat": ctx.threat.to_dict(), "alpha": ctx.alpha,
+        "eval_attack": {"name": "pgd", "steps": config.eval_steps, "alpha": ctx.eval_alpha,
+                        "eps": ctx.threat.eps, "norm": ctx.threat.norm,
+                        "n": config.eval_size, "random_start": True},
+        "selections": ctx.selections, "events": ctx.events,
+        "params": {"total": count_params(ctx.model),
+                   "trainable": count_params(ctx.model, trainable_only=True)},
+        "device": str(device), "seconds": seconds,
+    }

@@ -1,0 +1,121 @@
+"""``robustlayers evaluate`` end to end on a smallcnn checkpoint and a Fashion-MNIST subset."""
+import json
+
+import pytest
+
+from robustlayers.cli.main import main
+from robustlayers.data import get_dataset_info
+from robustlayers.models import create_model, save_weights
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    info = get_dataset_info("fashion-mnist")
+    model = create_model("smallcnn", num_classes=10, in_channels=1, input_size=28,
+                         mean=info.mean, std=info.std, seed=0)
+    path = tmp_path_factory.mktemp("ckpt") / "smallcnn.safetensors"
+    save_weights(model, path)
+    return str(path)
+
+
+BASE = ["evaluate", "--model", "smallcnn", "--dataset", "fashion-mnist", "--n-examples", "32",
+        "--steps", "2", "--batch-size", "32"]
+
+
+def test_json_record(checkpoint, tmp_path, capsys):
+    out = tmp_path / "res" / "eval.json"
+    rc = main(BASE + ["--checkpoint", checkpoint, "--attack", "fgsm,pgd", "--eps", "8/255",
+                      "--json", "--out", str(out)])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    record = json.loads(out.read_text())
+    assert printed["attacks"].keys() == record["attacks"].keys() == {"fgsm", "pgd-2"}
+    assert record["n"] == 32 and record["seed"] == 0 and record["dataset"] == "fashion-mnist"
+    assert record["threat"] == {"norm": "linf", "eps": {"value": pytest.approx(8 / 255),
+                                                        "over_255": 8.0}}
+    pgd = record["attacks"]["pgd-2"]
+    assert pgd["config"]["steps"] == 2 and pgd["config"]["eps_over_255"] == 8.0
+    assert 0 <= pgd["accuracy"] <= record["clean"]["accuracy"] + 0.2
+    assert pgd["loss"] > 0 and pgd["seconds"] >= 0
+    assert {"accuracy", "loss", "n"} <= record["clean"].keys()
+    assert record["worst_case"]["accuracy"] <= min(a["accuracy"] for a in
+                                                   record["attacks"].values())
+    names = {c["name"] for c in record["sanity"]["checks"]}
+    assert {"eps_monotone", "large_eps", "more_steps", "more_restarts", "fgsm_vs_pgd",
+            "zero_gradients", "randomness", "train_mode"} <= names
+    assert record["sanity"]["attack_checks"] is True
+    env = record["environment"]
+    assert {"robustlayers", "torch", "numpy", "code_version"} <= env.keys()
+    assert record["model"] == {"name": "smallcnn", "checkpoint": checkpoint}
+
+
+def test_human_table_and_no_sanity(checkpoint, capsys):
+    rc = main(BASE + ["--checkpoint", checkpoint, "--no-sanity", "--attack", "pgd",
+                      "--attack", "fgsm-rs"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "clean" in text and "pgd-2" in text and "fgsm-rs" in text and "worst case" in text
+    assert "ε=0.1 (25.5/255)" in text  # the dataset's default budget
+    assert "attack checks skipped" in text
+
+
+def test_run_dir_path(checkpoint, monkeypatch, tmp_path, capsys):
+    import robustlayers.runs as runs
+    from robustlayers.models import load_checkpoint
+
+    def fake_load(run_dir, which="best"):
+        assert which == "last"
+        info = get_dataset_info("fashion-mnist")
+        model = create_model("smallcnn", in_channels=1, input_size=28, mean=info.mean,
+                             std=info.std)
+        load_checkpoint(model, checkpoint)
+        return model.eval(), {"model": "smallcnn", "dataset": "fashion-mnist", "norm": "linf",
+                              "eps": 0.05}
+
+    monkeypatch.setattr(runs, "load_run_model", fake_load)
+    rc = main(["evaluate", "--run", str(tmp_path), "--which", "last", "--n-examples", "16",
+               "--steps", "1", "--no-sanity", "--json"])
+    assert rc == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["threat"]["eps"]["value"] == 0.05
+    assert record["model"] == {"run": str(tmp_path), "which": "last", "name": "smallcnn"}
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--eps", "-1"], "eps"),
+    (["--eps", "8"], "8/255"),
+    (["--attack", "nope"], "unknown attack"),
+    (["--steps", "0"], "--steps"),
+    (["--alpha", "0"], "--alpha"),
+    (["--norm", "l2"], "needs --eps"),
+    (["--which", "best"], "--which goes with --run"),
+])
+def test_bad_arguments_exit_2(checkpoint, capsys, extra, match):
+    assert main(BASE + ["--checkpoint", checkpoint, "--no-sanity"] + extra) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_missing_checkpoint_and_exclusive_sources(tmp_path, capsys):
+    assert main(BASE + ["--checkpoint", str(tmp_path / "none.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(BASE) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--run", "x", "--model", "smallcnn"])
+
+
+def test_strict_exit_code(checkpoint, monkeypatch, capsys):
+    import robustlayers.evaluate as ev
+    from robustlayers.evaluate import SanityCheck
+
+    real = ev.run_sanity_checks
+
+    def failing(*a, **kw):
+        return real(*a, **kw) + [SanityCheck("forced", False, "forced failure", "none")]
+
+    monkeypatch.setattr(ev, "run_sanity_checks", failing)
+    args = BASE + ["--checkpoint", checkpoint, "--no-sanity", "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["sanity"]["failed"] == ["forced"]
+    assert main(args + ["--strict"]) == 1
+    assert "forced" in capsys.readouterr().err
