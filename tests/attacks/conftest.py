@@ -15,7 +15,7 @@ def data():
 @pytest.fixture(scope="session")
 def _tiny(data):
     torch.manual_seed(0)
-    return train(TinyNet(), data["x_train"], data["y_train"], steps=250)
+    return train(TinyNet(), data["x_train"], data["y_train"], steps=150)
 
 
 @pytest.fixture(scope="session")

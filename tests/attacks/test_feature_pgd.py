@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from robustlayers.attacks import (
     PGD, FeaturePGD, ThreatModel, feature_distance, feature_l2, make_attack,

@@ -89,13 +89,14 @@ def test_cw_loss_and_targeted(tiny, batch):
     x, y = batch
     z = torch.tensor([[1.0, 3.0, 2.0], [5.0, 0.0, 1.0]])
     torch.testing.assert_close(margin_loss(z, torch.tensor([0, 0])), torch.tensor([2.0, -4.0]))
-    target = (y + 1) % 10
-    t = ThreatModel("linf", 16 / 255)
+    with torch.no_grad():
+        target = tiny(x).topk(2, dim=1).indices[:, 1]  # each example's runner-up class
+    t = ThreatModel("linf", 0.1)
     x_adv = PGD(t, steps=10, targeted=True)(tiny, x, target)
     with torch.no_grad():
         hit_clean = (tiny(x).argmax(1) == target).float().mean()
         hit_adv = (tiny(x_adv).argmax(1) == target).float().mean()
-    assert hit_adv > hit_clean + 0.2
+    assert hit_adv > hit_clean + 0.5, (hit_clean, hit_adv)
 
 
 def test_fgsm_matches_the_formula(tiny, batch):

@@ -212,6 +212,7 @@ class _SystemCall:
         return (os.system, (f"touch '{self.marker}'",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 @pytest.mark.parametrize("payload", [_WritesMarker, _SystemCall])
 @pytest.mark.parametrize("container", ["torch_zip", "raw_pickle", "wrapped"])
 def test_malicious_pickle_is_refused_without_running_it(tmp_path, payload, container):

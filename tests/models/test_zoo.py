@@ -128,11 +128,19 @@ def test_zoo_attributes(name, zoo_cache):
     assert {n for n, _ in model.named_buffers()} >= {"normalize.mean", "normalize.std"}
     json.dumps(model.zoo_config)
     assert model.zoo_config["name"] == name
+    # final_activation names the last activation module before the classifier
+    final = model.get_submodule(model.final_activation)
+    assert isinstance(final, (nn.ReLU, nn.SiLU))
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.ReLU, nn.SiLU))]
+    assert names[-1] == model.final_activation
 
 
 def test_blocks_per_family(zoo_cache):
     rn = zoo_cache("resnet18").layer_blocks
     assert (rn["conv1"], rn["bn1"], rn["layer3"], rn["linear"]) == ("stem", "stem", "layer3", "head")
+    assert rn["act1"] == "stem" and "act" not in rn  # stem activation is act1, not act
+    assert zoo_cache("resnet18").final_activation == "layer4.1.act"
+    assert zoo_cache("resnet50").final_activation == "layer4.2.act"
     pa = zoo_cache("preact_resnet18").layer_blocks
     assert (pa["conv1"], pa["bn"], pa["linear"]) == ("stem", "head", "head")
     wrn = zoo_cache("wrn34_10").layer_blocks

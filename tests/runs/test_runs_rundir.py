@@ -153,7 +153,7 @@ def test_truncate_metrics(run):
     assert [r["epoch"] for r in run.metrics()] == [1, 2, 3]
     run.append_metrics({"epoch": 4})
     assert [r["epoch"] for r in run.metrics()] == [1, 2, 3, 4]
-    assert sorted(p.name for p in run.path.iterdir() if p.name.startswith("."))== []
+    assert sorted(p.name for p in run.path.iterdir() if p.name.startswith(".")) == []
 
 
 # ---------------------------------------------------------------------- checkpoints

@@ -16,13 +16,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from robustlayers.analysis import criticality as crit_mod
-from robustlayers.analysis import psr as psr_mod
 from robustlayers.analysis._common import (
     eps_record, jsonable, layer_map_rows, resolve_layers, split_data,
 )
+from robustlayers.analysis.criticality import criticality, criticality_stability
 from robustlayers.analysis.filter_norms import filter_norms_family
 from robustlayers.analysis.preactivation import preactivation_stats
+from robustlayers.analysis.psr import DEFAULT_SELECTION as PSR_SELECTION, compare_psr
 from robustlayers.analysis.quantization import DEFAULT_BETAS, quantization_grid
 from robustlayers.analysis.timing import criticality_epoch_ratio
 
@@ -113,7 +113,7 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
     # fail early, before any attack runs, on a selection that does not resolve on some model
     info = {}
     for label, model in models.items():
-        lmap, resolved = resolve_layers(model, sel_text, psr_mod.DEFAULT_SELECTION)
+        lmap, resolved = resolve_layers(model, sel_text, PSR_SELECTION)
         info[label] = {
             "class": type(model).__name__,
             "params": sum(p.numel() for p in model.parameters()),
@@ -175,7 +175,7 @@ def _run_one(name, models, x, y, *, selection, eps, seed, psr_steps, crit_steps,
              crit_examples, stability_repeats, stability_batch, quant_steps, betas, eps_grid,
              placements, preact_module, train_data, epoch_batches, epoch_size, batch_size):
     if name == "psr":
-        return psr_mod.compare_psr(models, x, y, selection=selection, eps=eps, steps=psr_steps,
+        return compare_psr(models, x, y, selection=selection, eps=eps, steps=psr_steps,
                                    batch_size=batch_size, seed=seed).to_dict()
     if name == "filter-norms":
         return filter_norms_family(models, selection=_conv_selection(selection)).to_dict()
@@ -203,11 +203,11 @@ def _criticality_entry(model, x, y, *, label, selection, eps, seed, steps, k, cr
     """CLAT Eq. 3 on ``crit_examples`` images (all by default), its stability over ``repeats``
     batches of ``batch``, the agreement of the two, and the criticality/epoch time ratio."""
     n = len(x) if crit_examples is None else min(len(x), crit_examples)
-    full = crit_mod.criticality(model, x[:n], y[:n], selection=selection, eps=eps, steps=steps,
+    full = criticality(model, x[:n], y[:n], selection=selection, eps=eps, steps=steps,
                                 k=k, batch_size=batch_size, seed=seed, label=label).to_dict()
     entry = {"criticality": full, "stability": None, "timing": None}
     if repeats and repeats > 0:
-        stab = crit_mod.criticality_stability(
+        stab = criticality_stability(
             model, (x, y), batch_size=min(batch, len(x)), repeats=repeats, k=k, seed=seed,
             selection=selection, eps=eps, steps=steps, label=label).to_dict()
         stab["modal_equals_full_batch_top_k"] = set(stab["modal_top_k"]) == set(full["top_k"])

@@ -98,15 +98,15 @@ def _ends_in_act(module: nn.Module) -> bool:
 
 
 def default_placements(model: nn.Module) -> list[str]:
-    """``conv0`` plus every top-level stage that is neither stem nor head (ResNet-18:
-    conv0, layer1…layer4; small CNN: conv0, layer1, layer2)."""
+    """``conv0`` plus every top-level *container* stage with parameters that is neither stem
+    nor head (ResNet-18: conv0, layer1…layer4; small CNN: conv0, layer1, layer2; a flat model
+    of single layers: conv0 only — name other points explicitly)."""
     blocks = getattr(model, "layer_blocks", None) or {}
     out = ["conv0"]
     for name, child in model.named_children():
-        block = blocks.get(name, name)
-        if name == "normalize" or block in ("stem", "head"):
+        if name == "normalize" or blocks.get(name, name) in ("stem", "head"):
             continue
-        if not any(True for _ in child.parameters()):
+        if next(child.children(), None) is None or next(child.parameters(), None) is None:
             continue
         if blocks or any(isinstance(m, nn.Conv2d) for m in child.modules()):
             out.append(name)

@@ -25,6 +25,10 @@ from .threat import ThreatModel, describe_eps
 VERSIONS = ("standard", "custom", "plus", "rand")
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 _NORMS = {"linf": "Linf", "l2": "L2"}
+# what pyautoattack 0.2 runs per version (for the record; last_report["attacks_run"] is authoritative)
+_VERSION_ATTACKS = {"standard": ["apgd-ce", "apgd-t", "fab-t", "square"],
+                    "plus": ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"],
+                    "rand": ["apgd-ce", "apgd-dlr"]}
 _AFTER = re.compile(r"robust accuracy after ([A-Z0-9-]+): ([0-9.]+)%")
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ class AutoAttackAdapter(Attack):
     def config(self) -> dict:
         return {**super().config(), "name": "autoattack" if self.version == "standard"
                 else f"autoattack-{self.version}", "version": self.version,
-                "attacks": self.attacks, "package": "pyautoattack"}
+                "attacks": self.attacks or _VERSION_ATTACKS[self.version], "package": "pyautoattack"}
 
     def build(self, model, device) -> "object":
         """The ``pyautoattack.AutoAttack`` instance this adapter runs (for inspection)."""

@@ -101,8 +101,9 @@ def build_attacks(names, threat, *, steps, alpha, restarts, seed) -> dict:
     return attacks
 
 
-def _load_model(args):
-    """(model, source record, dataset, data_dir, run config or {})."""
+def load_model(args):
+    """(model in eval(), source record, dataset, data_dir, run config or {}) from the
+    ``--run/--which`` or ``--model/--checkpoint`` (+ ``--dataset``, ``--data-dir``) of ``args``."""
     from robustlayers.data import get_dataset_info
     from robustlayers.models import create_model, load_checkpoint
 
@@ -177,7 +178,7 @@ def evaluate_record(args) -> tuple[dict, list]:
     _check_counts(args)
     names = parse_attack_names(args.attack)
     device = _device(args.device)
-    model, source, dataset, data_dir, config = _load_model(args)
+    model, source, dataset, data_dir, config = load_model(args)
     info = get_dataset_info(dataset)
     threat = _threat(args, config, info)
     alpha = None if args.alpha is None else validate_step(parse_eps(args.alpha, norm=threat.norm),

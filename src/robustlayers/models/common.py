@@ -9,7 +9,10 @@ Conventions (docs/architecture.md, "models"):
   pre-activation values (SPECTRUM §4.4 quantises the input of a ResNet block's final ``act``;
   SPECTRUM §6 averages the input of the model's final activation).
 * Every zoo model carries ``input_shape`` (C, H, W) and ``layer_blocks`` (top-level child name ->
-  block name: ``stem``, ``layer1`` ... ``layerN``, ``head``), used by ``robustlayers.layers``.
+  block name: ``stem``, ``layer1`` ... ``layerN``, ``head``), used by ``robustlayers.layers``, and
+  ``final_activation``: the dotted name of the activation module whose *input* is the final
+  pre-activation feature map (SPECTRUM §6), e.g. ``"act"`` (PreAct/WRN/DenseNet) or
+  ``"layer4.1.act"`` (ResNet-18).
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ class ZooModel(nn.Module):
         self.input_shape = (in_channels, input_size, input_size)
         self.normalize = Normalize(mean, std, in_channels)
         self.layer_blocks: dict[str, str] = {}
+        self.final_activation: str = ""
 
     def act_module(self) -> nn.Module:
         """A fresh activation module of this model's kind."""

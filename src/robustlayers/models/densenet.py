@@ -104,6 +104,7 @@ class DenseNet(ZooModel):
         self.layer_blocks.update(
             {"bn": "head", "act": "head", "pool": "head", "flatten": "head", "linear": "head"}
         )
+        self.final_activation = "act"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.normalize(x))

@@ -89,6 +89,7 @@ class PreActResNet(ZooModel):
             "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4",
             "bn": "head", "act": "head", "pool": "head", "flatten": "head", "linear": "head",
         }
+        self.final_activation = "act"
 
     def _make_layer(self, planes: int, n: int, stride: int) -> nn.Sequential:
         layers = []

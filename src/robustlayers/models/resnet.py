@@ -84,12 +84,13 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(ZooModel):
-    """CIFAR ResNet: ``normalize``, stem (``conv1``, ``bn1``, ``act``), ``layer1``..``layer4``,
+    """CIFAR ResNet: ``normalize``, stem (``conv1``, ``bn1``, ``act1``), ``layer1``..``layer4``,
     head (``pool`` = adaptive average pool, ``flatten``, ``linear``).
 
     With 32x32 inputs the adaptive pool equals the original 4x4 average pool; any input size >= 1
     works. Blocks for the layer map: ``conv1``/``bn1`` -> ``stem``, ``layerX`` -> itself,
-    ``linear`` -> ``head``.
+    ``linear`` -> ``head``. ``final_activation`` names the module whose input is the final
+    pre-ReLU feature map (SPECTRUM §6): the last block's ``act``, e.g. ``layer4.1.act``.
     """
 
     def __init__(
@@ -111,7 +112,7 @@ class ResNet(ZooModel):
         self.in_planes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.act = self.act_module()
+        self.act1 = self.act_module()
         self.layer1 = self._make_layer(block, 64, num_blocks[0], stride=1)
         self.layer2 = self._make_layer(block, 128, num_blocks[1], stride=2)
         self.layer3 = self._make_layer(block, 256, num_blocks[2], stride=2)
@@ -120,10 +121,11 @@ class ResNet(ZooModel):
         self.flatten = nn.Flatten(1)
         self.linear = nn.Linear(512 * block.expansion, num_classes)
         self.layer_blocks = {
-            "normalize": "stem", "conv1": "stem", "bn1": "stem", "act": "stem",
+            "normalize": "stem", "conv1": "stem", "bn1": "stem", "act1": "stem",
             "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4",
             "pool": "head", "flatten": "head", "linear": "head",
         }
+        self.final_activation = f"layer4.{num_blocks[3] - 1}.act"
 
     def _make_layer(self, block, planes: int, n: int, stride: int) -> nn.Sequential:
         layers = []
@@ -133,7 +135,7 @@ class ResNet(ZooModel):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.bn1(self.conv1(self.normalize(x))))
+        out = self.act1(self.bn1(self.conv1(self.normalize(x))))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return self.linear(self.flatten(self.pool(out)))
 

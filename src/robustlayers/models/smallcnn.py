@@ -67,6 +67,7 @@ class SmallCNN(ZooModel):
         )
         self.layer_blocks = {"normalize": "layer1", "layer1": "layer1", "layer2": "layer2",
                              "head": "head"}
+        self.final_activation = "head.2"  # input = the hidden layer's pre-activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layer2(self.layer1(self.normalize(x))))

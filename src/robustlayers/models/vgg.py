@@ -27,8 +27,8 @@ VGG_STAGES: dict[str, tuple[tuple[int, ...], ...]] = {
 
 class VGG(ZooModel):
     """``normalize``, ``layer1``..``layer5`` (conv-BN-act ... max-pool), head
-    (``pool``, ``flatten``, ``linear``). The first stage's first conv is the layer map's stem
-    layer in position, but block-wise it belongs to ``layer1`` (VGG has no separate stem)."""
+    (``pool``, ``flatten``, ``linear``). VGG has no separate stem: its first conv belongs to
+    block ``layer1``. ``final_activation`` is the last activation of ``layer5``."""
 
     min_input_size = 32
 
@@ -62,9 +62,10 @@ class VGG(ZooModel):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         self.linear = nn.Linear(channels, num_classes)
-        self.layer_blocks = {"normalize": "stem"}
+        self.layer_blocks = {"normalize": "layer1"}  # VGG has no separate stem
         self.layer_blocks.update({f"layer{s}": f"layer{s}" for s in range(1, 6)})
         self.layer_blocks.update({"pool": "head", "flatten": "head", "linear": "head"})
+        self.final_activation = f"layer5.{3 * len(VGG_STAGES[config][-1]) - 1}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.normalize(x)

@@ -107,6 +107,7 @@ class WideResNet(ZooModel):
             "block1": "layer1", "block2": "layer2", "block3": "layer3",
             "bn1": "head", "act": "head", "pool": "head", "flatten": "head", "fc": "head",
         }
+        self.final_activation = "act"
         self._init_weights()
 
     def _init_weights(self) -> None:

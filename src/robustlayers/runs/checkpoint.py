@@ -208,9 +208,10 @@ def read_manifest(ckpt_dir: Path) -> dict[str, Any]:
         raise CheckpointCorrupt(f"checkpoint {ckpt_dir} is incomplete: {path} is missing")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        files = manifest["files"]
         for name in (WEIGHTS_FILE, STATE_FILE):
-            files[name]["sha256"], files[name]["size"]
+            record = manifest["files"][name]
+            if not isinstance(record["sha256"], str) or not isinstance(record["size"], int):
+                raise TypeError(f"bad record for {name}: {record!r}")
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointCorrupt(f"checkpoint manifest {path} is unreadable: {err}") from None
     return manifest

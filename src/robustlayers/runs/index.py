@@ -99,7 +99,7 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 def compare_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Side-by-side data for several index rows: ``{"runs": [summary rows], "differing_config":
     {dotted key: [value per run]}}`` (config keys whose values are not all equal)."""
-    configs = [_flatten(json.loads(r["config_json"] or "{}")) for r in rows]
+    configs = [_flatten(json.loads(r.get("config_json") or "{}")) for r in rows]
     keys = sorted(set().union(*configs)) if configs else []
     missing = object()
     differing = {}

@@ -47,7 +47,7 @@ class TrainConfig:
     onecycle_peak: float = 0.4         # fraction of training at which one-cycle peaks (Wong et al.)
     # --- threat model ------------------------------------------------------------------------
     norm: str = "linf"
-    eps: float | None = None           # None: DatasetInfo.default_eps (ℓ∞ only)
+    eps: float | None = None           # None: DatasetInfo.default_eps (ℓ∞ only); "8/255" ok
     alpha: float | None = None         # PGD step; None: default_alpha·eps/default_eps (ℓ∞),
     #                                    eps·15/128 (ℓ2, RAT's 15/255 for 128/255)
     steps: int = 10                    # training PGD steps (PGD-10 in EARLY, CLAT, RAT)
@@ -55,6 +55,8 @@ class TrainConfig:
     eval_alpha: float | None = None    # None: alpha
     eval_size: int | None = 1000       # test images attacked every epoch (fixed subset)
     eval_batch_size: int = 256         # batch size of the per-epoch evaluation
+    eval_every: int = 1                # evaluate every N epochs (and always after the last);
+    #                                    RAT evaluates every epoch to pick "best"
     # --- method parameters -------------------------------------------------------------------
     trades_beta: float = 6.0           # TRADES / RAT_WP-TRADES β
     mart_beta: float = 6.0             # MART λ (Wang et al. use 5–6 on CIFAR-10)
@@ -110,7 +112,7 @@ class TrainConfig:
         self.awp_base = _canon(self.awp_base)
         _choice("awp_base", self.awp_base, AWP_BASES)
         _choice("select_by", self.select_by, SELECT_BY)
-        for name in ("epochs", "batch_size", "eval_batch_size", "checkpoint_every",
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every", "checkpoint_every",
                      "keep_checkpoints"):
             _positive_int(name, getattr(self, name))
         for name in ("steps", "eval_steps", "awp_warmup", "val_size"):
@@ -125,6 +127,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         for name in ("eps", "alpha", "eval_alpha"):
             value = getattr(self, name)
+            if isinstance(value, str):  # "8/255" in a YAML file or --set
+                from robustlayers.attacks import parse_eps
+                value = parse_eps(value, norm=self.norm)
+                setattr(self, name, value)
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise ValueError(f"{name} must be a number > 0 or None, got {value!r}")
         if not 0 < self.onecycle_peak < 1:

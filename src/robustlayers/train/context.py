@@ -80,6 +80,7 @@ class TrainContext:
         self.epoch = 0
         self.step = 0
         self.generator = torch.Generator(device=self.device)
+        self._seeds = torch.Generator()  # CPU: drawing attack seeds never syncs the device
         self.group_spec: list[dict] = [dict(g) for g in config.param_groups]
         self.selections: dict[str, dict] = {}
         self.events: list[dict] = []
@@ -92,11 +93,12 @@ class TrainContext:
         """Reseed ``generator`` for ``epoch`` (called by the loop before on_epoch_start)."""
         self.epoch = epoch
         self.generator.manual_seed(derive_seed(self.config.seed, "method", epoch))
+        self._seeds.manual_seed(derive_seed(self.config.seed, "attack-seeds", epoch))
 
     def next_seed(self) -> int:
-        """A fresh int seed drawn from ``generator`` (for an attack's random start)."""
-        return int(torch.randint(0, 2**62, (1,), generator=self.generator,
-                                 device=self.device).item())
+        """A fresh int seed for an attack's random start (from a CPU generator reseeded with
+        ``generator`` at every epoch start)."""
+        return int(torch.randint(0, 2**62, (1,), generator=self._seeds).item())
 
     def pgd(self, *, steps: int | None = None, alpha: float | None = None, **kwargs) -> PGD:
         """The training PGD (config.steps, α, random start) seeded from ``generator``."""
@@ -112,7 +114,9 @@ class TrainContext:
     # --- selections ---------------------------------------------------------------------------
     def select(self, expr, label: str | None = None):
         """Resolve ``expr`` against the model's layer map; with ``label`` it is recorded in the
-        run (run record ``selections[label]``)."""
+        run (``selections.json`` and ``result.json``). A label is write-once per run: a method
+        that re-selects over time (CLAT's critical layers) uses one label per choice, e.g.
+        ``f"critical@{epoch}"``."""
         resolved = select(self.layer_map, expr)
         if label is not None:
             self.record_selection(label, resolved)

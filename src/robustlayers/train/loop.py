@@ -124,7 +124,7 @@ def index_run(run: RunDir, config: TrainConfig) -> None:
 
 # --- evaluation ---------------------------------------------------------------------------------
 
-def evaluate(ctx: TrainContext, data, *, robust_data=None, prefix: str) -> dict:
+def evaluate_split(ctx: TrainContext, data, *, robust_data=None, prefix: str) -> dict:
     """Clean accuracy/loss on ``data`` and PGD-``eval_steps`` accuracy/loss on ``robust_data``
     (fixed seeds, so every epoch is attacked with the same random starts). Model in eval()."""
     model, config = ctx.model, ctx.config
@@ -178,6 +178,53 @@ def restore_state(ctx: TrainContext, method, state: dict) -> tuple[int, dict]:
     return state["epoch"], state["best"]
 
 
+def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
+    """One pass over ``data``: per batch zero_grad → method.loss → backward →
+    before_optimizer_step → optimizer.step → scheduler.step (per iteration). Returns the
+    epoch's train metrics (lr at its start, loss, clean/adversarial accuracy, method extras)."""
+    model, config, device = ctx.model, ctx.config, ctx.device
+    lrs = ctx.scheduler.get_last_lr()
+    model.train()
+    zero = lambda: torch.zeros((), device=device)  # noqa: E731 - sums stay on device (no sync)
+    sums, counts = {"loss": zero(), "clean": zero(), "adv": zero()}, {"clean": 0, "adv": 0}
+    bar = tqdm(total=len(data), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img",
+               leave=False, disable=config.quiet, file=sys.stderr)
+    for x, y in iter_batches(data, config.batch_size, shuffle=True,
+                             augment="default" if config.augment else None, seed=config.seed,
+                             epoch=epoch, device=device):
+        if device.type == "cuda" and config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx.optimizer.zero_grad(set_to_none=True)
+        with ctx.autocast():
+            out = method.loss(ctx, x, y)
+        out.loss.backward()
+        method.before_optimizer_step(ctx)
+        logits_clean = out.logits_clean
+        if logits_clean is None and config.train_clean_metrics:
+            with attack_mode(model), torch.no_grad(), ctx.autocast():
+                logits_clean = model(x)
+        ctx.optimizer.step()
+        ctx.scheduler.step()
+        ctx.step += 1
+        n = len(y)
+        sums["loss"] += out.loss.detach().float() * n
+        for name, value in out.extra.items():
+            sums[f"train_{name}"] = sums.get(f"train_{name}", 0.0) + torch.as_tensor(value) * n
+        for kind, logits in (("clean", logits_clean), ("adv", out.logits_adv)):
+            if logits is not None:
+                sums[kind] += (logits.argmax(1) == y).sum()
+                counts[kind] += n
+        bar.update(n)
+    bar.close()
+    row = {"lr": lrs[0], **({"lrs": lrs} if len(lrs) > 1 else {}),
+           "train_loss": sums.pop("loss").item() / len(data)}
+    for kind in ("clean", "adv"):
+        total = sums.pop(kind).item()
+        row[f"train_{kind}_acc"] = total / counts[kind] if counts[kind] else None
+    row.update({name: float(value) / len(data) for name, value in sums.items()})
+    return row
+
+
 # --- the loop -----------------------------------------------------------------------------------
 
 def train(config: TrainConfig | dict, *, resume: str | Path | None = None) -> RunDir:
@@ -224,9 +271,7 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
     ctx = TrainContext(model, config, device=device, info=info, steps_per_epoch=steps_per_epoch)
     method = make_method(config.method, config)
 
-    record = saved_config or {**config.to_dict(), "model_kwargs": model_kwargs}
-    run = RunDir.create(run_path, record, exist_ok=resuming)
-    ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
+    # selections are resolved (and fail) before anything is written to disk
     if config.freeze:
         ctx.freeze(config.freeze, label="freeze")
     for i, spec in enumerate(config.param_groups):
@@ -234,6 +279,9 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
     method.setup(ctx)
     if ctx.optimizer is None:
         ctx.rebuild_optimizer()
+    record = saved_config or {**config.to_dict(), "model_kwargs": model_kwargs}
+    run = RunDir.create(run_path, record, selections=ctx.selections, exist_ok=resuming)
+    ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
 
     select_by = config.select_by
     if select_by == "auto":
@@ -248,9 +296,8 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
         if tag is not None:
             state = run.load_checkpoint(tag, model)
             start_epoch, best = restore_state(ctx, method, state)
-            if not config.quiet:
-                print(f"resuming {run.path} from checkpoint {tag}", file=sys.stderr)
-        elif not config.quiet:
+            print(f"resuming {run.path} from checkpoint {tag}", file=sys.stderr)
+        else:
             print(f"no complete checkpoint in {run.path}; starting from epoch 0",
                   file=sys.stderr)
         run.truncate_metrics(start_epoch)
@@ -262,72 +309,25 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
             t0 = time.perf_counter()
             ctx.seed_epoch(epoch)
             method.on_epoch_start(ctx, epoch)
-            lrs = ctx.scheduler.get_last_lr()
-            model.train()
-            sums = {"loss": torch.zeros((), device=device)}
-            correct = {"clean": torch.zeros((), device=device),
-                       "adv": torch.zeros((), device=device)}
-            seen, seen_clean, seen_adv = 0, 0, 0
-            bar = tqdm(total=len(data["train"]), desc=f"epoch {epoch + 1}/{config.epochs}",
-                       unit="img", leave=False, disable=config.quiet, file=sys.stderr)
-            batches = iter_batches(data["train"], config.batch_size, shuffle=True,
-                                   augment="default" if config.augment else None,
-                                   seed=config.seed, epoch=epoch, device=device)
-            for x, y in batches:
-                if device.type == "cuda" and config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                ctx.optimizer.zero_grad(set_to_none=True)
-                with ctx.autocast():
-                    out = method.loss(ctx, x, y)
-                out.loss.backward()
-                method.before_optimizer_step(ctx)
-                logits_clean = out.logits_clean
-                if logits_clean is None and config.train_clean_metrics:
-                    with attack_mode(model), torch.no_grad(), ctx.autocast():
-                        logits_clean = model(x)
-                ctx.optimizer.step()
-                ctx.scheduler.step()
-                ctx.step += 1
-                n = len(y)
-                sums["loss"] += out.loss.detach().float() * n
-                for name, value in out.extra.items():
-                    sums[name] = sums.get(name, 0.0) + torch.as_tensor(value).float() * n
-                if logits_clean is not None:
-                    correct["clean"] += (logits_clean.argmax(1) == y).sum()
-                    seen_clean += n
-                if out.logits_adv is not None:
-                    correct["adv"] += (out.logits_adv.argmax(1) == y).sum()
-                    seen_adv += n
-                seen += n
-                bar.update(n)
-            bar.close()
+            row = {"epoch": epoch + 1, **train_epoch(ctx, method, data["train"], epoch)}
             method.on_epoch_end(ctx, epoch)
-            train_seconds = time.perf_counter() - t0
-
-            row = {"epoch": epoch + 1, "lr": lrs[0]}
-            if len(lrs) > 1:
-                row["lrs"] = lrs
-            row["train_loss"] = sums.pop("loss").item() / seen
-            row["train_clean_acc"] = correct["clean"].item() / seen_clean if seen_clean else None
-            row["train_adv_acc"] = correct["adv"].item() / seen_adv if seen_adv else None
-            row.update({f"train_{k}": float(v) / seen for k, v in sums.items()})
             t1 = time.perf_counter()
-            row.update(evaluate(ctx, data["test"], robust_data=data["eval"], prefix="test"))
-            if data["val"] is not None:
-                row.update(evaluate(ctx, data["val"], robust_data=data["val_eval"],
-                                    prefix="val"))
+            done = epoch + 1
+            if done % config.eval_every == 0 or done == config.epochs:
+                row.update(evaluate_split(ctx, data["test"], robust_data=data["eval"],
+                                          prefix="test"))
+                if data["val"] is not None:
+                    row.update(evaluate_split(ctx, data["val"], robust_data=data["val_eval"],
+                                              prefix="val"))
             value = row.get(key)
             row["best"] = value is not None and (best["value"] is None or value > best["value"])
-            row.update({"train_seconds": train_seconds,
-                        "eval_seconds": time.perf_counter() - t1,
-                        "seconds": time.perf_counter() - t0,
-                        "images_per_s": seen / max(train_seconds, 1e-9)})
+            t2 = time.perf_counter()
+            row.update({"train_seconds": t1 - t0, "eval_seconds": t2 - t1, "seconds": t2 - t0,
+                        "images_per_s": len(data["train"]) / max(t1 - t0, 1e-9)})
             run.append_metrics(row)
-            if row["best"]:
-                best = {"value": value, "epoch": epoch + 1, "metrics": row}
-            done = epoch + 1
             state = None
             if row["best"]:
+                best = {"value": value, "epoch": done, "metrics": row}
                 state = checkpoint_state(ctx, method, done, best)
                 run.save_checkpoint("best", model, state, epoch=done)
             if done % config.checkpoint_every == 0 or done == config.epochs:
@@ -335,7 +335,7 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                 run.save_checkpoint(epoch_tag(done), model, state)
                 run.prune_checkpoints(config.keep_checkpoints)
             if not config.quiet:
-                tqdm.write(_summary(row, key), file=sys.stderr)
+                tqdm.write(_summary(row), file=sys.stderr)
     except BaseException as err:
         run.mark_failed(err)
         index_run(run, config)
@@ -347,7 +347,7 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
     return run
 
 
-def _summary(row: dict, key: str) -> str:
+def _summary(row: dict) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}"]
     for name in ("train_clean_acc", "train_adv_acc", "test_clean_acc", "test_robust_acc",
                  "val_robust_acc"):

@@ -1,0 +1,181 @@
+"""``robustlayers diagnose``: layer analyses of one or more trained classifiers, as one report.
+
+    robustlayers diagnose --run runs/natural --compare runs/pgd-at --dataset fashion-mnist
+    robustlayers diagnose --model smallcnn --checkpoint a.safetensors --compare b.safetensors \\
+        --label natural --label robust --analyses psr,filter-norms --n-examples 200
+
+Writes ``diagnosis.json`` and ``report.html`` into ``--out`` and prints the report's path.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from robustlayers.analysis.diagnose import ANALYSES, diagnose, parse_analyses
+from robustlayers.analysis.quantization import DEFAULT_BETAS
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "diagnose", help="layer analyses (PSR, criticality, filter norms, quantisation, "
+        "pre-activations) of trained models, as an HTML report",
+        description="Run the layer analyses of SPEC §4 on one model or compare several on the "
+        "same images; writes diagnosis.json and a self-contained report.html.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="RUN_DIR", help="a run directory from `robustlayers train`")
+    source.add_argument("--checkpoint", metavar="FILE", help="weights file (needs --model)")
+    parser.add_argument("--model", help="zoo model name for --checkpoint / checkpoint --compare")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR_OR_CHECKPOINT",
+                        help="more models to compare on the same images")
+    parser.add_argument("--label", action="append", default=[], metavar="NAME",
+                        help="label of each model in order (repeat); default: run/file name")
+    parser.add_argument("--which", default="best", choices=("best", "last"),
+                        help="checkpoint of a run directory (default best)")
+    parser.add_argument("--dataset", help="dataset (default: the run's dataset)")
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
+    parser.add_argument("--split", default="test", choices=("test", "train"),
+                        help="split the analysed images come from (default test)")
+    parser.add_argument("--select", metavar="EXPR", default=None,
+                        help="layer selection for PSR / criticality / filter norms "
+                        "(default: kind:conv, kind:conv,linear, kind:conv)")
+    parser.add_argument("--analyses", default=",".join(ANALYSES),
+                        help=f"comma-separated subset of {','.join(ANALYSES)} (default all)")
+    parser.add_argument("--n-examples", type=int, default=256,
+                        help="images analysed (seeded subset; default 256)")
+    parser.add_argument("--eps", nargs="+", default=None, metavar="EPS",
+                        help="attack ε like 8/255 or 0.1 (default: the dataset's); several "
+                        "values form the quantisation δ grid, the first is used elsewhere")
+    parser.add_argument("--psr-steps", type=int, default=100, help="PGD steps for PSR (EARLY: 100)")
+    parser.add_argument("--crit-steps", type=int, default=10,
+                        help="PGD steps for criticality (CLAT: 10)")
+    parser.add_argument("--quant-steps", type=int, default=20,
+                        help="PGD steps for BPDA / transfer (SPECTRUM: 20)")
+    parser.add_argument("--stability-repeats", type=int, default=100,
+                        help="random batches for criticality stability (0 = skip)")
+    parser.add_argument("--stability-batch", type=int, default=10,
+                        help="batch size of each stability repeat (CLAT: 10)")
+    parser.add_argument("--top-k", type=int, default=3, help="number of critical layers")
+    parser.add_argument("--betas", default=",".join(str(b) for b in DEFAULT_BETAS),
+                        help="quantiser β grid (default 4,6,8,10,12)")
+    parser.add_argument("--placements", default=None,
+                        help="comma-separated quantiser placements (default conv0 + stages), "
+                        "e.g. conv0,layer1 or input:layer1.1.act")
+    parser.add_argument("--preact-module", default=None,
+                        help="module whose input is the final pre-activation (default: auto)")
+    parser.add_argument("--epoch-batches", type=int, default=10,
+                        help="batches timed for the PGD-AT epoch, extrapolated to the train set "
+                        "(0 = skip timing, -1 = a full epoch)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="diagnosis", help="output folder (default ./diagnosis)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON summary (paths + sentences) instead of text")
+    return parser
+
+
+def _load_one(spec: str, *, model_name, dataset, which):
+    """(model, config-or-None, default label) from a run directory or a checkpoint file."""
+    from robustlayers.runs import load_run_model
+
+    path = Path(spec)
+    if path.is_dir():
+        model, config = load_run_model(path, which)
+        return model, config, path.resolve().name
+    if not path.exists():
+        raise FileNotFoundError(f"no run directory or checkpoint file at {spec!r}")
+    if not model_name:
+        raise ValueError(f"{spec!r} is a checkpoint file: say which architecture with --model "
+                         f"NAME (see `robustlayers models`)")
+    if not dataset:
+        raise ValueError("--dataset is required with checkpoint files")
+    from robustlayers.builders import build_model
+
+    return build_model(model_name, dataset, checkpoint=path), None, path.stem
+
+
+def _labels(defaults: list[str], given: list[str]) -> list[str]:
+    if len(given) > len(defaults):
+        raise ValueError(f"{len(given)} --label values for {len(defaults)} models; give at most "
+                         f"one label per model (primary first, then --compare in order)")
+    labels = list(given) + defaults[len(given):]
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}-{seen[label]}")
+    return out
+
+
+def _csv(text: str | None, cast=str) -> list | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise ValueError(f"cannot parse {text!r} as a comma-separated list of numbers") from None
+
+
+def _positive(name: str, value: int, *, allow_zero: bool = False) -> None:
+    if value < (0 if allow_zero else 1):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
+
+
+def run(args) -> int:
+    from robustlayers.attacks import parse_eps
+    from robustlayers.data import get_dataset_info, load_dataset
+
+    analyses = parse_analyses(args.analyses)
+    for name in ("n_examples", "psr_steps", "crit_steps", "quant_steps", "top_k",
+                 "stability_batch", "batch_size"):
+        _positive("--" + name.replace("_", "-"), getattr(args, name))
+    _positive("--stability-repeats", args.stability_repeats, allow_zero=True)
+    primary = args.run or args.checkpoint
+    if args.checkpoint and not args.model:
+        raise ValueError("--checkpoint needs --model NAME (the architecture of the weights)")
+    loaded = []
+    dataset = args.dataset
+    for spec in [primary, *args.compare]:
+        model, config, label = _load_one(spec, model_name=args.model, dataset=dataset,
+                                         which=args.which)
+        if dataset is None and config is not None:
+            dataset = config.get("dataset")
+        loaded.append((model, config, label, spec))
+    if not dataset:
+        raise ValueError("--dataset is required (the runs do not record one)")
+    info = get_dataset_info(dataset)
+    labels = _labels([item[2] for item in loaded], args.label)
+    models = {label: item[0].to(args.device).eval() for label, item in zip(labels, loaded)}
+    eps_values = [parse_eps(e) for e in args.eps] if args.eps else [info.default_eps]
+    data = load_dataset(dataset, args.split, data_dir=args.data_dir)
+    train_data = None
+    timing = "criticality" in analyses and args.epoch_batches != 0
+    if timing:
+        train_data = data if args.split == "train" else load_dataset(
+            dataset, "train", data_dir=args.data_dir)
+    log = (lambda msg: print(msg, file=sys.stderr)) if not args.json else None
+    diagnosis = diagnose(
+        models, data, analyses=analyses, selection=args.select, n_examples=args.n_examples,
+        seed=args.seed, out_dir=args.out, eps=eps_values[0], dataset=dataset,
+        psr_steps=args.psr_steps, crit_steps=args.crit_steps, k=args.top_k,
+        stability_repeats=args.stability_repeats, stability_batch=args.stability_batch,
+        quant_steps=args.quant_steps, betas=_csv(args.betas, float) or DEFAULT_BETAS,
+        eps_grid=eps_values, placements=_csv(args.placements),
+        preact_module=args.preact_module, train_data=train_data,
+        epoch_batches=(None if args.epoch_batches < 0 else args.epoch_batches),
+        batch_size=args.batch_size,
+        sources={label: str(item[3]) for label, item in zip(labels, loaded)}, log=log)
+    paths = diagnosis["paths"]
+    if args.json:
+        from robustlayers.cli.common import print_json
+
+        print_json({"report": paths["report"], "diagnosis": paths["diagnosis"],
+                    "models": labels, "analyses": list(analyses),
+                    "summary": diagnosis["summary"]})
+    else:
+        for sentence in diagnosis["summary"]:
+            print(f"- {sentence}")
+        print(paths["report"])
+    return 0

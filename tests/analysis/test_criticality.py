@@ -1,0 +1,123 @@
+"""Criticality (CLAT Eqs. 2–3), its stability over batches, and the epoch-time ratio."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from robustlayers.analysis import (
+    criticality, criticality_epoch_ratio, criticality_from_weakness, criticality_stability,
+    top_k_layers,
+)
+from robustlayers.layers import FeatureCapture
+
+from .toys import FixedPerturbation, ScaledStack, TinyCNN, images, labels
+
+
+def test_scaled_stack_criticality_is_each_layer_gain():
+    # F_i = (Π_{k≤i} a_k)·x  =>  W_i = |Π a_k|·mean||e||₂/N,  C_1 = W_1,  C_i = |a_i|
+    scales = (2.0, 0.5, -3.0)
+    model = ScaledStack(scales=scales)
+    x, y = images(5, (1, 4, 4)), labels(5)
+    e = torch.full((1, 1, 4, 4), 0.01)
+    out = criticality(model, x, y, selection="kind:scale", attack=FixedPerturbation(e), k=2)
+    base = float(e.flatten().norm()) / 16
+    np.testing.assert_allclose(out.weakness, np.abs(np.cumprod(scales)) * base, rtol=1e-5)
+    assert math.isclose(out.criticality[0], out.weakness[0], rel_tol=1e-12)   # C_1 = W_1
+    np.testing.assert_allclose(out.criticality[1:], np.abs(scales[1:]), rtol=1e-5)
+    assert out.top_k == ["body.2", "body.1"]
+
+
+def test_matches_ratio_definition_on_a_real_model():
+    model = TinyCNN().eval()
+    x, y = images(6, (1, 8, 8), lo=0.1, hi=0.9), labels(6)
+    g = torch.Generator().manual_seed(3)
+    e = 0.03 * torch.sign(torch.randn(1, 1, 8, 8, generator=g))
+    out = criticality(model, x, y, attack=FixedPerturbation(e), k=3, batch_size=4)
+    assert out.layers == ("conv1", "conv2", "fc")                 # kind:conv,linear, exec order
+    with torch.no_grad(), FeatureCapture(model, list(out.layers)) as cap:
+        model(x)
+        clean = dict(cap.features)
+        model(x + e)
+        adv = dict(cap.features)
+    weakness = []
+    for name in out.layers:
+        diff = (adv[name] - clean[name]).flatten(1).double()
+        weakness.append(float((diff.norm(dim=1) / diff.shape[1]).mean()))   # CLAT Eq. 2
+    np.testing.assert_allclose(out.weakness, weakness, rtol=1e-5)
+    expected_c = [weakness[0]] + [weakness[i] / weakness[i - 1] for i in range(1, 3)]
+    np.testing.assert_allclose(out.criticality, expected_c, rtol=1e-5)           # Eq. 3
+    # sanity check of CLAT §3.1: W_ε(F_i) = Π_{k≤i} C_k
+    np.testing.assert_allclose(np.cumprod(out.criticality), out.weakness, rtol=1e-9)
+    record = out.to_dict()
+    json.dumps(record)
+    assert record["selection"]["names"] == ["conv1", "conv2", "fc"]
+    assert record["top_k"] == top_k_layers(out.criticality, list(out.layers), 3)
+
+
+def test_default_attack_is_clat_pgd():
+    out = criticality(TinyCNN(), images(4, (1, 8, 8)), labels(4), eps=0.03, steps=2, seed=5)
+    assert out.attack["name"] == "pgd" and out.attack["steps"] == 2
+    assert math.isclose(out.attack["alpha"], 0.007, rel_tol=1e-9)     # CLAT: ε=0.03, α=0.007
+    assert out.attack["seed"] == 5 and out.seed == 5
+
+
+def test_helpers_edge_cases():
+    c = criticality_from_weakness([0.5, 0.0, 0.0, 1.0])
+    assert c[0] == 0.5 and c[1] == 0.0 and np.isnan(c[2]) and np.isinf(c[3])
+    assert top_k_layers([1.0, np.nan, 3.0, 3.0], ["a", "b", "c", "d"], 3) == ["c", "d", "a"]
+    assert top_k_layers([1.0], ["a"], 5) == ["a"]
+
+
+def test_stability_fields_and_counts():
+    model = TinyCNN()
+    x, y = images(20, (1, 8, 8)), labels(20)
+    stab = criticality_stability(model, (x, y), batch_size=4, repeats=5, k=2, steps=1, seed=3)
+    d = stab.to_dict()
+    json.dumps(d)
+    assert d["repeats"] == 5 and d["batch_size"] == 4 and d["k"] == 2
+    assert len(d["top_k_per_repeat"]) == 5 and all(len(t) == 2 for t in d["top_k_per_repeat"])
+    assert math.isclose(sum(d["frequency"].values()), 2.0)            # k layers per repeat
+    assert set(d["frequency"]) == set(d["layers"]) == {"conv1", "conv2", "fc"}
+    assert 1 <= d["modal_count"] <= 5
+    assert math.isclose(d["change_rate"], 1 - d["modal_count"] / 5)
+    assert sum(d["layers_changed_histogram"].values()) == 5
+    assert d["layers_changed_histogram"].get("0", 0) == d["modal_count"]
+    assert len(d["mean_criticality"]) == 3 and d["mean_time_s"] > 0
+    assert stab.criticality_per_repeat.shape == (5, 3)
+
+
+def test_stability_of_a_deterministic_ranking_is_perfect():
+    model = ScaledStack(scales=(2.0, 0.5, -3.0))
+    x, y = images(12, (1, 4, 4)), labels(12)
+    attack = FixedPerturbation(torch.full((1, 1, 4, 4), 0.01))
+    d = criticality_stability(model, (x, y), batch_size=3, repeats=4, k=2, attack=attack,
+                              selection="kind:scale").to_dict()
+    assert d["change_rate"] == 0.0 and d["modal_count"] == 4
+    assert d["modal_top_k"] == ["body.1", "body.2"]                   # execution order
+    assert d["frequency"] == {"body.0": 0.0, "body.1": 1.0, "body.2": 1.0}
+
+
+def test_stability_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="batch_size"):
+        criticality_stability(TinyCNN(), (images(3, (1, 8, 8)), labels(3)), batch_size=10)
+    with pytest.raises(ValueError, match="repeats"):
+        criticality_stability(TinyCNN(), (images(3, (1, 8, 8)), labels(3)), repeats=0)
+
+
+def test_epoch_ratio_record():
+    model = TinyCNN()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = (images(40, (1, 8, 8)), labels(40))
+    out = criticality_epoch_ratio(model, data, eps=0.03, crit_batch=5, crit_steps=1,
+                                  epoch_batch_size=16, epoch_steps=1, max_batches=1,
+                                  epoch_size=64)
+    json.dumps(out)
+    assert out["epoch"]["epoch_batches"] == 4 and out["epoch"]["measured_batches"] == 1
+    assert out["epoch"]["extrapolated"] is True
+    assert out["ratio"] > 0 and math.isclose(out["ratio"],
+                                             out["criticality_s"] / out["epoch"]["epoch_s"])
+    for key, value in model.state_dict().items():                     # trained a copy only
+        assert torch.equal(value, before[key])

@@ -1,0 +1,107 @@
+"""``robustlayers diagnose`` end to end on two smallcnn checkpoints (tiny settings)."""
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+import torch
+
+from robustlayers.builders import model_kwargs_for
+from robustlayers.cli.main import main
+from robustlayers.models import create_model, save_weights
+from robustlayers.runs import RunDir
+
+FAST = ["--dataset", "fashion-mnist", "--n-examples", "12", "--psr-steps", "1",
+        "--crit-steps", "1", "--quant-steps", "1", "--stability-repeats", "2",
+        "--stability-batch", "4", "--betas", "4,8", "--epoch-batches", "0",
+        "--batch-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpts")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = create_model("smallcnn", **model_kwargs_for("fashion-mnist"))
+        path = root / f"smallcnn-{seed}.safetensors"
+        save_weights(model, path)
+        paths.append(str(path))
+    return paths
+
+
+def _run_dir(path, input_size=28):
+    kwargs = dict(model_kwargs_for("fashion-mnist"), input_size=input_size)
+    run = RunDir.create(path, {"model": "smallcnn", "model_kwargs": kwargs,
+                               "dataset": "fashion-mnist"})
+    run.save_checkpoint("best", create_model("smallcnn", **kwargs), {"epoch": 0})
+    return str(path)
+
+
+def test_two_checkpoints_json(checkpoints, tmp_path, capsys):
+    out = tmp_path / "diag"
+    rc = main(["diagnose", "--model", "smallcnn", "--checkpoint", checkpoints[0],
+               "--compare", checkpoints[1], "--label", "natural", "--label", "pgd-at",
+               "--out", str(out), "--json", "--eps", "8/255", "16/255", *FAST])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["models"] == ["natural", "pgd-at"]
+    assert printed["report"] == str(out / "report.html")
+    record = json.loads((out / "diagnosis.json").read_text())
+    assert record["data"] == {"dataset": "fashion-mnist", "split": "test", "n_examples": 12,
+                              "subset_of": 10000, "subset_seed": 0}
+    assert record["models_info"]["natural"]["source"] == checkpoints[0]
+    quant = record["analyses"]["quantization"]["models"]["pgd-at"]
+    assert [e["key"] for e in quant["eps_grid"]] == ["8/255", "16/255"]
+    assert [p["spec"] for p in quant["placements"]] == ["conv0", "layer1", "layer2"]
+    assert record["analyses"]["criticality"]["models"]["natural"]["timing"] is None
+    assert record["eps"]["over_255"] == 8.0
+    assert record["analyses"]["psr"]["models"]["natural"]["attack"]["steps"] == 1
+    parser = HTMLParser()
+    parser.feed((out / "report.html").read_text())
+
+
+def test_run_dirs_text_output_and_timing(tmp_path, capsys):
+    a = _run_dir(tmp_path / "runs" / "nat")
+    b = _run_dir(tmp_path / "runs" / "adv")
+    out = tmp_path / "diag"
+    args = FAST[2:]                                # no --dataset: taken from the run config
+    args[args.index("--epoch-batches") + 1] = "1"
+    rc = main(["diagnose", "--run", a, "--compare", b, "--analyses", "criticality",
+               "--top-k", "2", "--out", str(out), *args])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == str(out / "report.html")
+    assert any("most critical layers" in line for line in lines)
+    record = json.loads((out / "diagnosis.json").read_text())
+    crit = record["analyses"]["criticality"]["models"]
+    assert list(crit) == ["nat", "adv"]
+    assert len(crit["adv"]["criticality"]["top_k"]) == 2
+    timing = crit["nat"]["timing"]
+    assert timing["epoch"]["epoch_size"] == 60000 and timing["epoch"]["extrapolated"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--analyses", "psr,lipschitz"], "valid analyses: psr, criticality"),
+    (["--select", "layer9"], "layer1"),
+    (["--label", "a", "--label", "b", "--label", "c"], "one label per model"),
+    (["--n-examples", "0"], "--n-examples must be >= 1"),
+    (["--betas", "4,x"], "comma-separated"),
+])
+def test_errors_exit_2(checkpoints, tmp_path, capsys, extra, message):
+    rc = main(["diagnose", "--model", "smallcnn", "--checkpoint", checkpoints[0],
+               "--compare", checkpoints[1], "--out", str(tmp_path / "d"), *FAST, *extra])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_incompatible_models_and_missing_pieces(tmp_path, checkpoints, capsys):
+    a = _run_dir(tmp_path / "a")
+    b = _run_dir(tmp_path / "b", input_size=32)
+    assert main(["diagnose", "--run", a, "--compare", b, "--out", str(tmp_path / "d"),
+                 *FAST]) == 2
+    assert "incompatible models" in capsys.readouterr().err
+    assert main(["diagnose", "--checkpoint", checkpoints[0], *FAST]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["diagnose", "--run", str(tmp_path / "nope"), *FAST]) == 2
+    assert "no run directory" in capsys.readouterr().err
