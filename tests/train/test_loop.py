@@ -92,15 +92,16 @@ def test_existing_out_dir_needs_resume(reference, mini_data):
 
 def test_natural_with_validation_split_and_frozen_layers(mini_data, tmp_path):
     out = tmp_path / "nat"
-    run = train(tiny_config(mini_data, out, method="natural", epochs=1, val_size=64,
-                            freeze="layer1", eval_steps=0))
+    run = train(tiny_config(mini_data, out, method="natural", epochs=2, val_size=64,
+                            freeze="layer1", eval_steps=0, eval_every=2, train_size=192))
     result = run.result
-    assert result["select_by"] == "val_clean_acc"
-    row = run.metrics()[0]
+    assert result["select_by"] == "val_clean_acc" and result["best_epoch"] == 2
+    first, row = run.metrics()
+    assert "test_clean_acc" not in first and first["best"] is False  # eval_every=2
     assert row["val_clean_acc"] is not None and row["train_adv_acc"] is None
     assert "test_robust_acc" not in row
     assert run.selections["freeze"]["names"] == ["layer1.0", "layer1.1", "layer1.3", "layer1.4"]
-    trained = _weights(out, "epoch-0001")
+    trained = _weights(out, "epoch-0002")
     _, config = load_run_model(out, "best")
     assert config["freeze"] == "layer1"
     # frozen parameters equal their initial values; the rest trained

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import tempfile
 from contextlib import contextmanager, suppress
@@ -128,11 +127,6 @@ def atomic_safetensors_save(
 ) -> None:
     """Save tensors as a ``.safetensors`` file atomically."""
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for int/float values that are not NaN/inf (bool excluded)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 __all__ = [

@@ -281,10 +281,10 @@ class RunDir:
         directory = self._dir_of(tag)
         manifest = ck.read_manifest(directory)
         weights = ck.read_verified(directory, ck.WEIGHTS_FILE, manifest)
-        state = ck.read_verified(directory, ck.STATE_FILE, manifest)
-        if model is not None:
+        state = ck.load_state_bytes(ck.read_verified(directory, ck.STATE_FILE, manifest), map_location)
+        if model is not None:  # last, so that a failure above leaves the model untouched
             ck.load_weights_into(model, weights, directory / ck.WEIGHTS_FILE)
-        return ck.load_state_bytes(state, map_location)
+        return state
 
     def load_weights(self, tag: str, model: nn.Module) -> dict[str, Any]:
         """Verify and load only the weights of checkpoint ``tag``; returns its manifest."""
