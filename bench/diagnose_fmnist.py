@@ -49,8 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=100, help="stability batches (issue: 100)")
     p.add_argument("--batch", type=int, default=10, help="stability batch size (issue: 10)")
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--epoch-batches", type=int, default=-1,
-                   help="PGD-AT epoch batches timed (-1 = the full 60k-image epoch)")
+    p.add_argument("--epoch-batches", type=int, default=20,
+                   help="PGD-AT epoch batches timed, extrapolated to the 60k-image epoch "
+                   "(-1 = time the full epoch)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)

@@ -225,3 +225,5 @@ def test_strict_raises_and_lenient_prints(sane, capsys):
         report_checks(checks, strict=True)
     with pytest.raises(ValueError, match="restarts"):
         run_sanity_checks(model, x, y, threat=THREAT, restarts=1)
+    with pytest.raises(ValueError, match="ThreatModel"):
+        run_sanity_checks(model, x, y, threat=0.1)

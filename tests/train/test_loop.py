@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from robustlayers.models import create_model
-from robustlayers.runs import RunDir, RunIndex, load_run_model
+from robustlayers.runs import RunIndex, load_run_model
 from robustlayers.train import TIME_FIELDS, derive_seed, resume_run, train
 
 from .conftest import tiny_config

@@ -12,7 +12,7 @@ from robustlayers.attacks import PGD
 from robustlayers.train import StepOutput, list_methods, make_method
 from robustlayers.train.methods import Method, register_method
 
-from .conftest import Toy, make_ctx
+from .conftest import make_ctx
 
 
 def _in_ball(x_adv, x, eps):
@@ -203,3 +203,12 @@ def test_a_new_method_plugs_in_through_the_registry(batch):
     finally:
         from robustlayers.train.methods import base
         base._REGISTRY.pop("test-freeze-fc", None)
+
+
+def test_feature_pgd_helper_for_clat(batch):
+    x, y = batch
+    ctx = make_ctx()
+    attack = ctx.feature_pgd("conv", steps=2)
+    x_adv = attack(ctx.model, x, y)
+    assert attack.steps == 2 and attack.alpha == 0.03
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6

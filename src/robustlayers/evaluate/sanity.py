@@ -181,6 +181,9 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, thr
     """
     validate_model(model)
     x, y = validate_batch(x, y)
+    if getattr(threat, "norm", None) not in ("linf", "l2") or not hasattr(threat, "eps"):
+        raise ValueError(f"threat must be a robustlayers.attacks.ThreatModel(norm, eps), got "
+                         f"{threat!r}")
     steps = validate_count(steps, name="steps")
     restarts = validate_count(restarts, name="restarts", minimum=2)
     if alpha is not None:

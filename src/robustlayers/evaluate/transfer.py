@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from .metrics import eval_mode, per_example_metrics, summarize
 from .robust import attack_config, run_attack

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,12 +115,14 @@ def _read(path: Path) -> tuple[dict, str, str | None]:
     try:
         obj = torch.load(str(path), weights_only=True, map_location="cpu")
     except Exception as exc:
+        found = re.search(r"GLOBAL\s+([\w.]+)", str(exc))
+        detail = (f"it references the Python object {found.group(1)!r}" if found
+                  else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
         raise CheckpointError(
-            f"{path}: refused — the file is not a plain state dict of tensors, so it was not loaded "
-            f"(weights_only=True loading failed and robustlayers never falls back to unrestricted "
-            f"unpickling, which can run arbitrary code). Re-save the weights with "
-            f"torch.save(model.state_dict(), ...) or robustlayers.models.save_weights. "
-            f"Detail: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{path}: refused — the file is not a plain state dict of tensors ({detail}). "
+            f"It was loaded with weights_only=True, which failed, and robustlayers never falls "
+            f"back to unrestricted unpickling (that can run arbitrary code). Re-save the weights "
+            f"with torch.save(model.state_dict(), ...) or robustlayers.models.save_weights."
         ) from exc
     state, where = _find_state_dict(obj)
     if state is None:
@@ -145,7 +148,10 @@ def _strip(keys: list[str], prefix: str) -> list[str]:
 def _match_prefixes(file_keys: list[str], model_keys: set[str]) -> tuple[list[str], list[str]]:
     """Strip wrapper prefixes while it increases the number of keys matching the model."""
     keys, stripped = list(file_keys), []
-    if keys and all(k.startswith("module.") for k in keys):  # DataParallel: always strip
+    # DataParallel: strip even when nothing matches either way, so reports show the real names
+    if keys and all(k.startswith("module.") for k in keys) and not any(
+        k.startswith("module.") for k in model_keys
+    ):
         keys, stripped = _strip(keys, "module."), ["module."]
     improved = True
     while improved:

@@ -10,9 +10,9 @@ Conventions (docs/architecture.md, "models"):
   SPECTRUM §6 averages the input of the model's final activation).
 * Every zoo model carries ``input_shape`` (C, H, W) and ``layer_blocks`` (top-level child name ->
   block name: ``stem``, ``layer1`` ... ``layerN``, ``head``), used by ``robustlayers.layers``, and
-  ``final_activation``: the dotted name of the activation module whose *input* is the final
-  pre-activation feature map (SPECTRUM §6), e.g. ``"act"`` (PreAct/WRN/DenseNet) or
-  ``"layer4.1.act"`` (ResNet-18).
+  ``final_activation``: the dotted name of the last activation module applied to a spatial
+  feature map; its *input* is the final pre-activation feature map (SPECTRUM §6), e.g. ``"act"``
+  (PreAct/WRN/DenseNet), ``"layer4.1.act"`` (ResNet-18), ``"layer2.5"`` (SmallCNN).
 """
 
 from __future__ import annotations

@@ -67,7 +67,8 @@ class SmallCNN(ZooModel):
         )
         self.layer_blocks = {"normalize": "layer1", "layer1": "layer1", "layer2": "layer2",
                              "head": "head"}
-        self.final_activation = "head.2"  # input = the hidden layer's pre-activation
+        # the last activation on a spatial map (before the MLP head), as analysis.final_activation
+        self.final_activation = "layer2.5"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layer2(self.layer1(self.normalize(x))))

@@ -12,8 +12,9 @@ plug in through its helpers without touching the loop:
   per-selection learning rates (RAT_LR);
 - ``ctx.select(expr, label=...)``: resolve a selection against the model and record its layer
   names in the run (RAT_WP, CLAT's critical layers);
-- ``ctx.pgd(...)`` / ``ctx.next_seed()``: attacks seeded from the per-epoch generator, so a
-  resumed run draws exactly the random starts of an uninterrupted one.
+- ``ctx.pgd(...)``, ``ctx.feature_pgd(selection, ...)`` (CLAT's feature-space inner
+  maximisation), ``ctx.next_seed()``: attacks seeded from the per-epoch generator, so a resumed
+  run draws exactly the random starts of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -104,6 +105,14 @@ class TrainContext:
         """The training PGD (config.steps, α, random start) seeded from ``generator``."""
         return PGD(self.threat, steps=steps or self.config.steps, alpha=alpha or self.alpha,
                    random_start=True, seed=self.next_seed(), **kwargs)
+
+    def feature_pgd(self, selection, *, steps: int | None = None, alpha: float | None = None,
+                    **kwargs):
+        """Feature-space PGD on ``selection`` (CLAT Eq. 5: maximise Σ_i ‖F_i(x+δ) − F_i(x)‖₂)
+        with the run's threat model, seeded from ``generator``; CLAT's inner maximisation."""
+        from robustlayers.attacks import FeaturePGD
+        return FeaturePGD(self.threat, selection, steps=steps or self.config.steps,
+                          alpha=alpha or self.alpha, seed=self.next_seed(), **kwargs)
 
     def autocast(self):
         """bf16 autocast on CUDA when ``config.amp``; a no-op on CPU (fp32)."""

@@ -38,7 +38,7 @@ from robustlayers.layers import count_params
 from robustlayers.models import create_model
 from robustlayers.runs import RunDir, RunIndex, capture_rng_state, epoch_tag, restore_rng_state
 from robustlayers.train.config import TrainConfig, config_from_dict
-from robustlayers.train.context import TrainContext, derive_seed
+from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
 from robustlayers.train.methods import make_method
 
 TIME_FIELDS = ("seconds", "train_seconds", "eval_seconds", "images_per_s")
@@ -122,6 +122,13 @@ def index_run(run: RunDir, config: TrainConfig) -> None:
     RunIndex(root).upsert(run)
 
 
+def device_layout(ctx: TrainContext, x: torch.Tensor) -> torch.Tensor:
+    """Channels-last images on CUDA when ``config.channels_last`` (the model is converted too)."""
+    if ctx.device.type == "cuda" and ctx.config.channels_last:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 # --- evaluation ---------------------------------------------------------------------------------
 
 def evaluate_split(ctx: TrainContext, data, *, robust_data=None, prefix: str) -> dict:
@@ -141,6 +148,7 @@ def evaluate_split(ctx: TrainContext, data, *, robust_data=None, prefix: str) ->
                    disable=config.quiet, file=sys.stderr)
         for i, (x, y) in enumerate(iter_batches(part, config.eval_batch_size, shuffle=False,
                                                 device=ctx.device)):
+            x = device_layout(ctx, x)
             if attack is not None:
                 with ctx.autocast():
                     x = attack(model, x, y, seed=derive_seed(config.seed, "eval", prefix, i))
@@ -192,8 +200,7 @@ def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
     for x, y in iter_batches(data, config.batch_size, shuffle=True,
                              augment="default" if config.augment else None, seed=config.seed,
                              epoch=epoch, device=device):
-        if device.type == "cuda" and config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = device_layout(ctx, x)
         ctx.optimizer.zero_grad(set_to_none=True)
         with ctx.autocast():
             out = method.loss(ctx, x, y)
@@ -227,17 +234,17 @@ def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
 
 # --- the loop -----------------------------------------------------------------------------------
 
-def train(config: TrainConfig | dict, *, resume: str | Path | None = None) -> RunDir:
+def train(config: TrainConfig | dict | None = None, *,
+          resume: str | Path | None = None) -> RunDir:
     """Train ``config`` into a new run directory, or continue the run at ``resume`` (its own
     config.json is used; ``config`` may then only carry runtime settings: quiet, device)."""
     if resume is not None:
         runtime = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
         return resume_run(resume, quiet=runtime.get("quiet"), device=runtime.get("device"))
-    if isinstance(config, dict):
-        config = config_from_dict(config)
+    if config is None or isinstance(config, dict):
+        config = config_from_dict(config or {})
     config = dataclasses.replace(config).validate()
     info = get_dataset_info(config.dataset)
-    from robustlayers.train.context import resolve_threat
     threat, alpha, eval_alpha = resolve_threat(config, info)
     config.eps, config.alpha, config.eval_alpha = threat.eps, alpha, eval_alpha
     config.out = str(Path(config.out) if config.out else new_run_path(config))
