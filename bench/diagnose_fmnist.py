@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from robustlayers.analysis import diagnose
 from robustlayers.data import get_dataset_info, load_dataset
 from robustlayers.runs import atomic_write_json, load_run_model
@@ -45,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--n-examples", type=int, default=1000, help="test images analysed")
     p.add_argument("--eps", type=float, default=None,
                    help="attack ε (default: the PGD-AT run's ε, else the dataset default 0.1)")
+    p.add_argument("--quant-examples", type=int, default=500,
+                   help="images of the quantisation grid (its 5 β × 3 placements BPDA runs "
+                   "are the costliest part)")
     p.add_argument("--psr-steps", type=int, default=100, help="EARLY: PGD-100")
     p.add_argument("--repeats", type=int, default=100, help="stability batches (issue: 100)")
     p.add_argument("--batch", type=int, default=10, help="stability batch size (issue: 10)")
@@ -97,6 +98,10 @@ def filter_verdict(norms: dict) -> dict:
     return out
 
 
+def _ordinal(position) -> str:
+    return "none" if position is None else str(position + 1)
+
+
 def summarize(diag: dict, verdicts: dict) -> list[str]:
     a = diag["analyses"]
     lines = ["Per-layer PSR (p=2, dB = 20*log10(mean per-image ratio)):"]
@@ -126,8 +131,9 @@ def summarize(diag: dict, verdicts: dict) -> list[str]:
                      f"{100 * b['unquantised_clean']:.1f}%)")
     p, f = verdicts["psr_gap_opens_early"], verdicts["first_layers_filter_norms_dominate"]
     lines.append(f"EARLY (PSR gap opens early): {'HOLDS' if p['holds'] else 'DOES NOT HOLD'} "
-                 f"here — the gap first exceeds {GAP_DB:g} dB at {p['opens_at']} (position "
-                 f"{p['opens_at_position']}); |gap| {p['gap_at_mid_db']:.2f} dB at "
+                 f"here — the gap first exceeds {GAP_DB:g} dB at {p['opens_at']} (conv layer "
+                 f"{_ordinal(p['opens_at_position'])} of {len(p['layers'])}); |gap| "
+                 f"{p['gap_at_mid_db']:.2f} dB at "
                  f"{p['mid_layer']} vs {p['gap_at_last_db']:.2f} dB at the last conv layer.")
     r = f["models"]["pgd-at"]
     lines.append(f"SPECTRUM (first layers' filter norms dominate): "
@@ -149,7 +155,8 @@ def main(argv=None) -> int:
     diag = diagnose(
         {"natural": natural, "pgd-at": pgd_at}, test, n_examples=args.n_examples,
         seed=args.seed, eps=float(eps), dataset="fashion-mnist", psr_steps=args.psr_steps,
-        k=args.top_k, stability_repeats=args.repeats, stability_batch=args.batch,
+        quant_examples=args.quant_examples, k=args.top_k, stability_repeats=args.repeats,
+        stability_batch=args.batch,
         train_data=train, epoch_batches=None if args.epoch_batches < 0 else args.epoch_batches,
         sources={"natural": args.natural, "pgd-at": args.pgd_at}, out_dir=None,
         log=lambda m: print(m, file=sys.stderr))

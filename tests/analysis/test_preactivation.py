@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from robustlayers.analysis import final_activation, preactivation_stats
 from robustlayers.layers import capture

@@ -8,18 +8,25 @@ from pyautoattack import AutoAttack
 from torch import nn
 
 from robustlayers.attacks import AutoAttackAdapter, ThreatModel, make_attack
+from robustlayers.attacks.autoattack import use_standard_settings
 
 from .toys import Quantize, Recorder, accuracy
 
 
-@pytest.mark.parametrize("norm, eps", [("linf", 4 / 255), ("l2", 0.3)])
-def test_agrees_with_pyautoattack(mlp, data, norm, eps):
+@pytest.mark.parametrize("norm, eps, settings", [("linf", 4 / 255, "standard"),
+                                                  ("l2", 0.3, "standard"),
+                                                  ("linf", 4 / 255, "package")])
+def test_agrees_with_pyautoattack(mlp, data, norm, eps, settings):
     x, y = data["x"][:32], data["y"][:32]
     adapter = AutoAttackAdapter(ThreatModel(norm, eps), version="custom", attacks=["apgd-ce"],
-                                seed=0)
+                                seed=0, settings=settings)
     x_adv = adapter(mlp, x, y)
     direct = AutoAttack(mlp, attacks=["apgd-ce"], device="cpu", eps=eps,
                         norm={"linf": "Linf", "l2": "L2"}[norm], seed=0, version="custom")
+    assert direct.apgd.n_restarts == 5  # pyautoattack's own custom setting
+    if settings == "standard":
+        use_standard_settings(direct)
+        assert direct.apgd.n_restarts == 1
     x_ref, y_ref = direct.run_standard_evaluation(x, y, batch_size=250)
     assert torch.equal(x_adv, x_ref)
     robust = (y_ref == y).float().mean().item()
@@ -81,3 +88,13 @@ def test_standard_version_smoke(mlp, batch):
 def test_seed_cannot_vary_per_call(mlp, batch):
     with pytest.raises(ValueError, match="seed at construction"):
         AutoAttackAdapter(ThreatModel("linf", 0.01))(mlp, *batch, seed=5)
+
+
+def test_custom_subset_settings_are_recorded_and_validated():
+    adapter = AutoAttackAdapter(ThreatModel("linf", 0.1), version="custom")
+    assert adapter.config()["settings"] == "standard"
+    assert adapter.config()["attacks"] == ["apgd-ce", "apgd-t"]
+    built = adapter.build(nn.Linear(2, 2), "cpu")
+    assert built.apgd.n_restarts == 1 and built.apgd_targeted.n_target_classes == 9
+    with pytest.raises(ValueError, match="standard, package"):
+        AutoAttackAdapter(ThreatModel("linf", 0.1), version="custom", settings="fast")

@@ -87,7 +87,8 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
              n_examples: int | None = 256, seed: int = 0, out_dir=None, eps: float | None = None,
              dataset: str | None = None, psr_steps: int = 100, crit_steps: int = 10, k: int = 3,
              crit_examples: int | None = None, stability_repeats: int = 100,
-             stability_batch: int = 10, quant_steps: int = 20, betas=DEFAULT_BETAS,
+             stability_batch: int = 10, quant_steps: int = 20,
+             quant_examples: int | None = None, betas=DEFAULT_BETAS,
              eps_grid=None, placements=None, preact_module: str | None = None,
              train_data=None, epoch_batches: int | None = 10, epoch_size: int | None = None,
              batch_size: int = 128, sources: dict | None = None,
@@ -95,6 +96,8 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
     """Run ``analyses`` (psr, criticality, filter-norms, quantization, preact) on every model
     with the same ``n_examples`` images of ``data`` (a seeded subset) and return the diagnosis.
 
+    ``crit_examples`` / ``quant_examples`` use only the first that many of those images for the
+    full-batch criticality / the quantisation grid (the costliest analysis).
     ``selection`` (a layer-selection expression) overrides each analysis's default layers
     (PSR: conv outputs; criticality: conv + linear; filter norms: its conv layers).
     ``eps`` defaults to the dataset's default ε (``dataset`` given) else 8/255. With ``out_dir``
@@ -130,7 +133,8 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
             name, models, x, y, selection=sel_text, eps=eps, seed=seed, psr_steps=psr_steps,
             crit_steps=crit_steps, k=k, crit_examples=crit_examples,
             stability_repeats=stability_repeats, stability_batch=stability_batch,
-            quant_steps=quant_steps, betas=betas, eps_grid=eps_grid, placements=placements,
+            quant_steps=quant_steps, quant_examples=quant_examples, betas=betas,
+            eps_grid=eps_grid, placements=placements,
             preact_module=preact_module, train_data=train_data, epoch_batches=epoch_batches,
             epoch_size=epoch_size, batch_size=batch_size)
         timing[name] = round(time.perf_counter() - start, 3)
@@ -172,7 +176,8 @@ def write_outputs(diagnosis: dict, out_dir) -> dict:
 
 
 def _run_one(name, models, x, y, *, selection, eps, seed, psr_steps, crit_steps, k,
-             crit_examples, stability_repeats, stability_batch, quant_steps, betas, eps_grid,
+             crit_examples, stability_repeats, stability_batch, quant_steps, quant_examples,
+             betas, eps_grid,
              placements, preact_module, train_data, epoch_batches, epoch_size, batch_size):
     if name == "psr":
         return compare_psr(models, x, y, selection=selection, eps=eps, steps=psr_steps,
@@ -188,8 +193,9 @@ def _run_one(name, models, x, y, *, selection, eps, seed, psr_steps, crit_steps,
                 repeats=stability_repeats, batch=stability_batch, train_data=train_data,
                 epoch_batches=epoch_batches, epoch_size=epoch_size, batch_size=batch_size)
         elif name == "quantization":
+            nq = len(x) if quant_examples is None else min(len(x), quant_examples)
             per_model[label] = quantization_grid(
-                model, x, y, placements=placements, betas=betas, steps=quant_steps,
+                model, x[:nq], y[:nq], placements=placements, betas=betas, steps=quant_steps,
                 eps_grid=tuple(eps_grid) if eps_grid else (eps,), batch_size=batch_size,
                 seed=seed, label=label)
         else:

@@ -1,8 +1,11 @@
 """AutoAttack (Croce & Hein 2020) through the ``pyautoattack`` package - never reimplemented.
 
 Standard version: APGD-CE, APGD-T, FAB-T, Square (SPEC §2, RAT/CLAT tables). ``version="custom"``
-with the default ``attacks=["apgd-ce", "apgd-t"]`` is the cheap subset; pyautoattack's own
-settings apply (custom APGD-CE: 5 restarts x 100 iterations; APGD-T: 9 targets x 100 iterations).
+with the default ``attacks=["apgd-ce", "apgd-t"]`` is the cheap subset: the first two attacks of
+the standard version with the standard version's per-attack settings (APGD-CE 1 restart x 100
+iterations, APGD-T 9 target classes x 100 iterations, FAB-T 9 targets, Square 5000 queries), so
+its robust accuracy is an upper bound on the standard one. ``settings="package"`` keeps
+pyautoattack's own custom-version settings instead (APGD-CE with 5 restarts).
 
 What the adapter adds: model in eval() (mode restored), parameters' ``requires_grad`` switched off
 during the run (FAB calls ``.backward()``, which would otherwise fill parameter ``.grad``), an
@@ -23,6 +26,7 @@ from .base import Attack, attack_mode, check_inputs, check_model
 from .threat import ThreatModel, describe_eps
 
 VERSIONS = ("standard", "custom", "plus", "rand")
+SETTINGS = ("standard", "package")  # per-attack settings of a custom subset
 AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 _NORMS = {"linf": "Linf", "l2": "L2"}
 # what pyautoattack 0.2 runs per version (for the record; last_report["attacks_run"] is authoritative)
@@ -48,8 +52,11 @@ class AutoAttackAdapter(Attack):
     name = "autoattack"
 
     def __init__(self, threat: ThreatModel, *, version: str = "standard", attacks=None,
-                 seed: int = 0, batch_size: int = 250):
+                 seed: int = 0, batch_size: int = 250, settings: str = "standard"):
         super().__init__(threat, seed=seed)
+        if settings not in SETTINGS:
+            raise ValueError(f"unknown settings {settings!r}; choose one of {', '.join(SETTINGS)}")
+        self.settings = settings
         if version not in VERSIONS:
             raise ValueError(f"unknown AutoAttack version {version!r}; choose one of "
                              f"{', '.join(VERSIONS)}")
@@ -71,14 +78,19 @@ class AutoAttackAdapter(Attack):
     def config(self) -> dict:
         return {**super().config(), "name": "autoattack" if self.version == "standard"
                 else f"autoattack-{self.version}", "version": self.version,
-                "attacks": self.attacks or _VERSION_ATTACKS[self.version], "package": "pyautoattack"}
+                "attacks": self.attacks or _VERSION_ATTACKS[self.version], "package": "pyautoattack",
+                "settings": self.settings if self.version == "custom" else self.version}
 
     def build(self, model, device) -> "object":
         """The ``pyautoattack.AutoAttack`` instance this adapter runs (for inspection)."""
         from pyautoattack import AutoAttack
 
-        return AutoAttack(model, attacks=self.attacks, device=device, eps=self.threat.eps,
-                          norm=_NORMS[self.threat.norm], seed=self.seed, version=self.version)
+        adversary = AutoAttack(model, attacks=self.attacks, device=device, eps=self.threat.eps,
+                               norm=_NORMS[self.threat.norm], seed=self.seed, version=self.version)
+        if self.version == "custom" and self.settings == "standard":
+            use_standard_settings(adversary)
+        return adversary
+
 
     def __call__(self, model, x, y, *, seed=None):
         check_model(model)
@@ -138,3 +150,14 @@ class AutoAttackAdapter(Attack):
                 "robust_accuracy": (y_adv.to(y.device) == y).float().mean().item(),
                 "robust_accuracy_after": per_attack, "flags": flags, "log": messages,
                 "eps": describe_eps(self.threat.eps)}
+
+
+def use_standard_settings(adversary) -> None:
+    """Give a custom-version ``pyautoattack.AutoAttack`` the per-attack settings its standard
+    version uses (the values pyautoattack 0.2 sets for ``version="standard"``)."""
+    adversary.apgd.n_restarts = 1
+    adversary.apgd_targeted.n_restarts = 1
+    adversary.apgd_targeted.n_target_classes = 9
+    adversary.fab.n_restarts = 1
+    adversary.fab.n_target_classes = 9
+    adversary.square.n_queries = 5000

@@ -23,7 +23,8 @@ def add_parser(subparsers):
         description="Run the layer analyses of SPEC §4 on one model or compare several on the "
         "same images; writes diagnosis.json and a self-contained report.html.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", metavar="RUN_DIR", help="a run directory from `robustlayers train`")
+    source.add_argument("--run", metavar="RUN_DIR",
+                        help="a run directory from `robustlayers train`")
     source.add_argument("--checkpoint", metavar="FILE", help="weights file (needs --model)")
     parser.add_argument("--model", help="zoo model name for --checkpoint / checkpoint --compare")
     parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR_OR_CHECKPOINT",
@@ -51,6 +52,8 @@ def add_parser(subparsers):
                         help="PGD steps for criticality (CLAT: 10)")
     parser.add_argument("--quant-steps", type=int, default=20,
                         help="PGD steps for BPDA / transfer (SPECTRUM: 20)")
+    parser.add_argument("--quant-examples", type=int, default=None,
+                        help="images for the quantisation grid (default: all --n-examples)")
     parser.add_argument("--stability-repeats", type=int, default=100,
                         help="random batches for criticality stability (0 = skip)")
     parser.add_argument("--stability-batch", type=int, default=10,
@@ -161,7 +164,8 @@ def run(args) -> int:
         seed=args.seed, out_dir=args.out, eps=eps_values[0], dataset=dataset,
         psr_steps=args.psr_steps, crit_steps=args.crit_steps, k=args.top_k,
         stability_repeats=args.stability_repeats, stability_batch=args.stability_batch,
-        quant_steps=args.quant_steps, betas=_csv(args.betas, float) or DEFAULT_BETAS,
+        quant_steps=args.quant_steps, quant_examples=args.quant_examples,
+        betas=_csv(args.betas, float) or DEFAULT_BETAS,
         eps_grid=eps_values, placements=_csv(args.placements),
         preact_module=args.preact_module, train_data=train_data,
         epoch_batches=(None if args.epoch_batches < 0 else args.epoch_batches),

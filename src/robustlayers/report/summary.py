@@ -13,6 +13,11 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * float(value):.1f}%"
 
 
+def _share(value) -> str:
+    """A small ratio as a percentage with two significant digits (0.045%)."""
+    return "n/a" if value is None else f"{100 * float(value):.2g}%"
+
+
 def _db(value) -> str:
     return "n/a" if value is None else f"{float(value):+.1f} dB"
 
@@ -63,7 +68,7 @@ def criticality_sentences(section: dict) -> list[str]:
         if timing and timing.get("ratio") is not None:
             epoch = timing["epoch"]
             text += (f" One criticality computation ({timing['criticality_s']:.3g} s) costs "
-                     f"{_pct(timing['ratio'])} of one PGD-AT epoch ({epoch['epoch_s']:.3g} s"
+                     f"{_share(timing['ratio'])} of one PGD-AT epoch ({epoch['epoch_s']:.3g} s"
                      f"{', extrapolated' if epoch['extrapolated'] else ''}).")
         out.append(text)
     return out
