@@ -82,5 +82,7 @@ def test_incompatible_models_and_bad_selection():
         diagnose({"b": Wide()}, _data(), analyses="filter-norms")
     with pytest.raises(SelectionError, match="conv1"):
         diagnose({"a": TinyCNN()}, _data(), analyses="psr", selection="conv7")
+    with pytest.raises(ValueError, match="no conv layers"):
+        diagnose({"a": TinyCNN()}, _data(), analyses="psr,filter-norms", selection="fc")
     with pytest.raises(ValueError, match="at least one model"):
         diagnose({}, _data())

@@ -3,9 +3,13 @@
 import json
 import math
 
+import numpy as np
 import pytest
+import torch
 
-from robustlayers.analysis import final_activation, preactivation_stats
+from robustlayers.analysis import (
+    diagnose, final_activation, preactivation_corruptions, preactivation_stats,
+)
 from robustlayers.layers import capture
 from robustlayers.models import create_model
 
@@ -38,3 +42,37 @@ def test_explicit_module_and_zoo_defaults():
     assert final_activation(create_model("smallcnn", in_channels=1, input_size=28)) == "layer2.5"
     assert final_activation(create_model("resnet18", input_size=8)) == "layer4.1.act"
     assert final_activation(create_model("preact_resnet18", input_size=8)) == "act"
+
+
+class RGB(TinyCNN):
+    input_shape = (3, 32, 32)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(6 * 32 * 32, 3)
+
+
+def test_cifar10c_means(tmp_path):
+    rng = np.random.default_rng(0)
+    images_c = rng.integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)   # 5 severities x 2
+    np.save(tmp_path / "gaussian_noise.npy", images_c)
+    np.save(tmp_path / "labels.npy", np.arange(10) % 3)
+    model = RGB().eval()
+    out = preactivation_corruptions(model, tmp_path, corruptions=["gaussian_noise"],
+                                    severities=(1, 3))
+    json.dumps(out)
+    assert [(r["corruption"], r["severity"]) for r in out["rows"]] == [("gaussian_noise", 1),
+                                                                      ("gaussian_noise", 3)]
+    x = torch.from_numpy(images_c[[0, 1, 4, 5]]).permute(0, 3, 1, 2).float() / 255
+    z = capture(model, ["act2"], x, what="input")["act2"].double()
+    assert out["module"] == "act2"
+    assert math.isclose(out["mean"], float(z.mean()), rel_tol=1e-6)
+    assert math.isclose(out["rows"][1]["mean"], float(z[2:].mean()), rel_tol=1e-6)
+    diag = diagnose({"rgb": model}, (x, torch.zeros(4, dtype=torch.long)), analyses="preact",
+                    corruption_dir=tmp_path, corruptions=["gaussian_noise"],
+                    out_dir=tmp_path / "out")
+    entry = diag["analyses"]["preactivation"]["models"]["rgb"]
+    assert len(entry["corruptions"]["rows"]) == 5
+    assert any("CIFAR-10-C" in s for s in diag["summary"])
+    assert "<h3>CIFAR-10-C</h3>" in (tmp_path / "out" / "report.html").read_text()

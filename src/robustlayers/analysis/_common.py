@@ -65,6 +65,14 @@ def chunks(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + batch_size))
 
 
+def data_shape(model: nn.Module, x: torch.Tensor, input_shape=None):
+    """The (C, H, W) to build a layer map with: ``input_shape`` if given, else None when the model
+    declares ``input_shape`` (zoo models), else the data's per-example shape."""
+    if input_shape is not None:
+        return tuple(input_shape)
+    return None if getattr(model, "input_shape", None) is not None else tuple(x.shape[1:])
+
+
 def resolve_layers(model: nn.Module, selection: Any, default: str, input_shape=None):
     """(LayerMap, ResolvedSelection) for ``selection`` (None -> ``default``) on ``model``.
 

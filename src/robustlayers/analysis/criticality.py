@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    AttackFn, attack_batched, attack_record, chunks, eps_record, eval_mode, jsonable, make_pgd,
+    AttackFn, attack_batched, attack_record, chunks, data_shape, eps_record, eval_mode, jsonable,
+    make_pgd,
     model_device, resolve_layers, round_sig, selection_record, split_data,
 )
 
@@ -124,7 +125,8 @@ def criticality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection
     ``attack`` is any ``attack(model, x, y) -> x_adv``; δ = x_adv − x is shared by all layers.
     """
     if _resolved is None:
-        _, _resolved = resolve_layers(model, selection, DEFAULT_SELECTION, input_shape)
+        _, _resolved = resolve_layers(model, selection, DEFAULT_SELECTION,
+                                      data_shape(model, x, input_shape))
     if attack is None:
         attack = default_criticality_attack(eps, steps=steps, alpha=alpha, seed=seed)
     _sync(model)
@@ -228,7 +230,8 @@ def criticality_stability(model: nn.Module, data, *, batch_size: int = 10, repea
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if not 1 <= batch_size <= len(x):
         raise ValueError(f"batch_size must be in [1, {len(x)}] (the data size), got {batch_size}")
-    _, resolved = resolve_layers(model, selection, DEFAULT_SELECTION, input_shape)
+    _, resolved = resolve_layers(model, selection, DEFAULT_SELECTION,
+                                 data_shape(model, x, input_shape))
     generator = torch.Generator().manual_seed(int(seed))
     tops, crits, times, record = [], [], [], None
     for r in range(repeats):

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    eps_record, jsonable, layer_map_rows, resolve_layers, split_data,
+    data_shape, eps_record, jsonable, layer_map_rows, resolve_layers, split_data,
 )
 from robustlayers.analysis.criticality import criticality, criticality_stability
 from robustlayers.analysis.filter_norms import filter_norms_family
-from robustlayers.analysis.preactivation import preactivation_stats
+from robustlayers.analysis.preactivation import preactivation_corruptions, preactivation_stats
 from robustlayers.analysis.psr import DEFAULT_SELECTION as PSR_SELECTION, compare_psr
 from robustlayers.analysis.quantization import DEFAULT_BETAS, quantization_grid
 from robustlayers.analysis.timing import criticality_epoch_ratio
@@ -56,15 +56,15 @@ def check_models(models: dict[str, nn.Module], x: torch.Tensor) -> tuple[int, ..
     """All models must take the same input shape, and it must be the data's (C, H, W)."""
     if not models:
         raise ValueError("diagnose needs at least one model")
-    data_shape = tuple(x.shape[1:])
-    shapes = {label: tuple(getattr(m, "input_shape", None) or data_shape)
+    given = tuple(x.shape[1:])
+    shapes = {label: tuple(getattr(m, "input_shape", None) or given)
               for label, m in models.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"incompatible models: they take different input shapes "
                          f"{shapes}; compare models built for the same dataset")
     shape = next(iter(shapes.values()))
-    if shape != data_shape:
-        raise ValueError(f"the models take inputs of shape {shape} but the data has {data_shape}; "
+    if shape != given:
+        raise ValueError(f"the models take inputs of shape {shape} but the data has {given}; "
                          f"use the dataset the models were trained on")
     return shape
 
@@ -83,6 +83,18 @@ def _conv_selection(selection) -> str | None:
     return None if selection is None else f"({selection}) & kind:conv"
 
 
+def _check_conv_selection(models: dict[str, nn.Module], selection: str) -> None:
+    from robustlayers.layers import SelectionError, select
+
+    for label, model in models.items():
+        try:
+            select(model, _conv_selection(selection))
+        except SelectionError as err:
+            raise ValueError(f"selection {selection!r} has no conv layers in model {label!r}, so "
+                             f"filter norms have nothing to measure; select conv layers or drop "
+                             f"filter-norms from the analyses ({err})") from err
+
+
 def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection=None,
              n_examples: int | None = 256, seed: int = 0, out_dir=None, eps: float | None = None,
              dataset: str | None = None, psr_steps: int = 100, crit_steps: int = 10, k: int = 3,
@@ -90,7 +102,7 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
              stability_batch: int = 10, quant_steps: int = 20,
              quant_examples: int | None = None, betas=DEFAULT_BETAS,
              eps_grid=None, placements=None, preact_module: str | None = None,
-             train_data=None, epoch_batches: int | None = 10, epoch_size: int | None = None,
+             corruption_dir=None, corruptions=None, train_data=None, epoch_batches: int | None = 10, epoch_size: int | None = None,
              batch_size: int = 128, sources: dict | None = None,
              log: Callable[[str], None] | None = None) -> dict:
     """Run ``analyses`` (psr, criticality, filter-norms, quantization, preact) on every model
@@ -100,6 +112,8 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
     full-batch criticality / the quantisation grid (the costliest analysis).
     ``selection`` (a layer-selection expression) overrides each analysis's default layers
     (PSR: conv outputs; criticality: conv + linear; filter norms: its conv layers).
+    ``corruption_dir`` adds the final pre-activation mean on CIFAR-10-C (``corruptions``, default
+    all 19 of SPECTRUM §9) to the preact analysis.
     ``eps`` defaults to the dataset's default ε (``dataset`` given) else 8/255. With ``out_dir``
     writes ``diagnosis.json`` and ``report.html`` there.
     """
@@ -116,7 +130,7 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
     # fail early, before any attack runs, on a selection that does not resolve on some model
     info = {}
     for label, model in models.items():
-        lmap, resolved = resolve_layers(model, sel_text, PSR_SELECTION)
+        lmap, resolved = resolve_layers(model, sel_text, PSR_SELECTION, data_shape(model, x))
         info[label] = {
             "class": type(model).__name__,
             "params": sum(p.numel() for p in model.parameters()),
@@ -125,6 +139,8 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
             "selected_by": resolved.expression,
             "layer_map": layer_map_rows(lmap, resolved.names),
         }
+    if "filter-norms" in chosen and sel_text is not None:
+        _check_conv_selection(models, sel_text)
     sections, timing = {}, {}
     for name in chosen:
         say(f"diagnose: {name} ...")
@@ -135,7 +151,8 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
             stability_repeats=stability_repeats, stability_batch=stability_batch,
             quant_steps=quant_steps, quant_examples=quant_examples, betas=betas,
             eps_grid=eps_grid, placements=placements,
-            preact_module=preact_module, train_data=train_data, epoch_batches=epoch_batches,
+            preact_module=preact_module, corruption_dir=corruption_dir,
+            corruptions=corruptions, train_data=train_data, epoch_batches=epoch_batches,
             epoch_size=epoch_size, batch_size=batch_size)
         timing[name] = round(time.perf_counter() - start, 3)
     from robustlayers.provenance import environment
@@ -178,7 +195,8 @@ def write_outputs(diagnosis: dict, out_dir) -> dict:
 def _run_one(name, models, x, y, *, selection, eps, seed, psr_steps, crit_steps, k,
              crit_examples, stability_repeats, stability_batch, quant_steps, quant_examples,
              betas, eps_grid,
-             placements, preact_module, train_data, epoch_batches, epoch_size, batch_size):
+             placements, preact_module, corruption_dir, corruptions, train_data,
+             epoch_batches, epoch_size, batch_size):
     if name == "psr":
         return compare_psr(models, x, y, selection=selection, eps=eps, steps=psr_steps,
                                    batch_size=batch_size, seed=seed).to_dict()
@@ -201,6 +219,10 @@ def _run_one(name, models, x, y, *, selection, eps, seed, psr_steps, crit_steps,
         else:
             per_model[label] = preactivation_stats(model, (x, y), module=preact_module,
                                                    batch_size=batch_size, seed=seed, label=label)
+            if corruption_dir is not None:
+                per_model[label]["corruptions"] = preactivation_corruptions(
+                    model, corruption_dir, corruptions=corruptions, module=preact_module,
+                    batch_size=batch_size, seed=seed, label=label)
     return {"models": per_model}
 
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    chunks, eval_mode, histogram, is_activation, jsonable, model_device, quantiles, round_sig,
-    shared_edges, split_data,
+    chunks, data_shape, eval_mode, histogram, is_activation, jsonable, model_device, quantiles,
+    round_sig, shared_edges, split_data,
 )
 
 
@@ -62,7 +62,7 @@ def preactivation_stats(model: nn.Module, data, *, module: str | None = None,
     from robustlayers.layers import resolve_module
 
     x, _ = split_data(data)
-    path = module or final_activation(model, input_shape)
+    path = module or final_activation(model, data_shape(model, x, input_shape))
     target = resolve_module(model, path)
     device = model_device(model)
     generator = torch.Generator().manual_seed(int(seed))

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    QUANTILE_LEVELS, AttackFn, accuracy, attack_batched, attack_record, chunks, eps_record,
+    QUANTILE_LEVELS, AttackFn, accuracy, attack_batched, attack_record, chunks, data_shape,
+    eps_record,
     eval_mode, histogram, jsonable, make_pgd, model_device, quantiles, resolve_layers,
     round_sig, selection_record, shared_edges, to_db,
 )
@@ -163,7 +164,8 @@ def psr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection=None,
     from robustlayers.layers import capture
 
     keys = tuple(dict.fromkeys(_norm_key(p) for p in norms))
-    _, resolved = resolve_layers(model, selection, DEFAULT_SELECTION, input_shape)
+    shape = data_shape(model, x, input_shape)
+    _, resolved = resolve_layers(model, selection, DEFAULT_SELECTION, shape)
     if attack is None:
         attack = default_psr_attack(eps, steps=steps, alpha=alpha, seed=seed)
     x_adv = attack_batched(attack, model, x, y, batch_size)

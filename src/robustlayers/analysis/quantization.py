@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    accuracy, attack_batched, attack_record, eps_record, is_activation, jsonable, make_pgd,
-    split_data,
+    accuracy, attack_batched, attack_record, data_shape, eps_record, is_activation, jsonable,
+    make_pgd, split_data,
 )
 
 DEFAULT_BETAS = (4, 6, 8, 10, 12)
@@ -208,7 +208,8 @@ def quantization_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pla
     if not eps_grid or any(e <= 0 for e in eps_grid):
         raise ValueError(f"eps_grid must be non-empty with ε > 0, got {list(eps_grid)}")
     specs = list(placements) if placements else default_placements(model)
-    resolved = [resolve_placement(model, s, input_shape=input_shape) for s in specs]
+    shape = data_shape(model, x, input_shape)
+    resolved = [resolve_placement(model, s, input_shape=shape) for s in specs]
     demo_beta = default_beta if default_beta in betas else betas[0]
 
     def pgd(eps):

@@ -66,6 +66,11 @@ def add_parser(subparsers):
                         "e.g. conv0,layer1 or input:layer1.1.act")
     parser.add_argument("--preact-module", default=None,
                         help="module whose input is the final pre-activation (default: auto)")
+    parser.add_argument("--corruption-dir", default=None,
+                        help="CIFAR-10-C folder: adds the final pre-activation mean per "
+                        "corruption to the preact analysis (SPECTRUM §6)")
+    parser.add_argument("--corruptions", default=None,
+                        help="comma-separated CIFAR-10-C corruptions (default all 19)")
     parser.add_argument("--epoch-batches", type=int, default=10,
                         help="batches timed for the PGD-AT epoch, extrapolated to the train set "
                         "(0 = skip timing, -1 = a full epoch)")
@@ -167,7 +172,8 @@ def run(args) -> int:
         quant_steps=args.quant_steps, quant_examples=args.quant_examples,
         betas=_csv(args.betas, float) or DEFAULT_BETAS,
         eps_grid=eps_values, placements=_csv(args.placements),
-        preact_module=args.preact_module, train_data=train_data,
+        preact_module=args.preact_module, corruption_dir=args.corruption_dir,
+        corruptions=_csv(args.corruptions), train_data=train_data,
         epoch_batches=(None if args.epoch_batches < 0 else args.epoch_batches),
         batch_size=args.batch_size,
         sources={label: str(item[3]) for label, item in zip(labels, loaded)}, log=log)

@@ -166,6 +166,21 @@ def _match_prefixes(file_keys: list[str], model_keys: set[str]) -> tuple[list[st
     return keys, stripped
 
 
+def _mismatch_message(path, model, missing, unexpected, mismatched, stripped) -> str:
+    lines = [f"{path}: checkpoint does not match the model ({type(model).__name__})"]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {_format_list(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {_format_list(unexpected)}")
+    if mismatched:
+        shown = [f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in mismatched]
+        lines.append(f"  shape mismatches ({len(mismatched)}): {_format_list(shown)}")
+    if stripped:
+        lines.append(f"  (prefixes stripped from the file's keys: {', '.join(stripped)})")
+    lines.append("  Pass strict=False to load the matching keys and get a report of the rest.")
+    return "\n".join(lines)
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> LoadReport:
     """Load weights from ``path`` into ``model`` (on the model's device and dtype).
 
@@ -176,7 +191,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool =
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+        where = " (it is a directory)" if path.is_dir() else ""
+        raise FileNotFoundError(f"checkpoint not found: {path}{where}")
     state, fmt, wrapper = _read(path)
 
     model_state = model.state_dict()
@@ -189,7 +205,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool =
             ignored.append(old)
             continue
         if new in renamed:
-            raise CheckpointError(f"{path}: key {new!r} appears twice after stripping prefixes {stripped}")
+            raise CheckpointError(
+                f"{path}: key {new!r} appears twice after stripping prefixes {stripped}")
         renamed[new] = state[old]
 
     missing = [k for k in model_state if k not in renamed]
@@ -202,18 +219,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool =
         if k in renamed and tuple(renamed[k].shape) != tuple(model_state[k].shape)
     ]
     if strict and (missing or unexpected or mismatched):
-        lines = [f"{path}: checkpoint does not match the model ({type(model).__name__})"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {_format_list(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {_format_list(unexpected)}")
-        if mismatched:
-            shown = [f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in mismatched]
-            lines.append(f"  shape mismatches ({len(mismatched)}): {_format_list(shown)}")
-        if stripped:
-            lines.append(f"  (prefixes stripped from the file's keys: {', '.join(stripped)})")
-        lines.append("  Pass strict=False to load the matching keys and get a report of the rest.")
-        raise CheckpointError("\n".join(lines))
+        raise CheckpointError(_mismatch_message(path, model, missing, unexpected, mismatched, stripped))
 
     bad = {k for k, _, _ in mismatched}
     to_load = {k: v for k, v in renamed.items() if k in model_keys and k not in bad}

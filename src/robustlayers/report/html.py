@@ -169,8 +169,19 @@ def _preact_body(section: dict, figure: str) -> str:
     rows = [[label, s["module"], s["mean"], s["std"], s["fraction_positive"],
              s["quantiles"]["q5"], s["quantiles"]["q50"], s["quantiles"]["q95"], s["n_images"]]
             for label, s in section["models"].items()]
-    return figure + _table(["model", "module (input)", "mean", "std", "share > 0", "q5",
-                            "median", "q95", "images"], rows)
+    out = figure + _table(["model", "module (input)", "mean", "std", "share > 0", "q5",
+                           "median", "q95", "images"], rows)
+    corrupted = {label: s["corruptions"] for label, s in section["models"].items()
+                 if s.get("corruptions")}
+    if corrupted:
+        first = next(iter(corrupted.values()))["rows"]
+        rows = [[r["corruption"], r["severity"]] + [c["rows"][i]["mean"]
+                                                    for c in corrupted.values()]
+                for i, r in enumerate(first)]
+        rows.append(["all", "all"] + [c["mean"] for c in corrupted.values()])
+        out += "<h3>CIFAR-10-C</h3>" + _table(
+            ["corruption", "severity"] + [f"{label}: mean" for label in corrupted], rows)
+    return out
 
 
 def _setup_body(diagnosis: dict) -> str:

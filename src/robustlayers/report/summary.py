@@ -115,7 +115,13 @@ def preactivation_sentences(section: dict) -> list[str]:
     parts = [f"{label} {s['mean']:.3g} ({_pct(s['fraction_positive'])} positive)"
              for label, s in models.items()]
     module = next(iter(models.values()))["module"]
-    return [f"Mean final pre-activation ({module}): " + "; ".join(parts) + "."]
+    out = [f"Mean final pre-activation ({module}): " + "; ".join(parts) + "."]
+    corrupted = [f"{label} {s['corruptions']['mean']:.3g}" for label, s in models.items()
+                 if s.get("corruptions") and s["corruptions"].get("mean") is not None]
+    if corrupted:
+        out.append("On CIFAR-10-C (SPECTRUM §6: further from zero = fewer ReLU flips): "
+                   + "; ".join(corrupted) + ".")
+    return out
 
 
 def summarize(diagnosis: dict) -> list[str]:
