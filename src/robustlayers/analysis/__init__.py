@@ -15,7 +15,9 @@ from robustlayers.analysis.criticality import (
     CriticalityResult, StabilityResult, criticality, criticality_from_weakness,
     criticality_stability, default_criticality_attack, top_k_layers,
 )
-from robustlayers.analysis.diagnose import ANALYSES, diagnose, parse_analyses, write_outputs
+from robustlayers.analysis.diagnose import (
+    ANALYSES, DiagnoseOptions, diagnose, parse_analyses, write_outputs,
+)
 from robustlayers.analysis.filter_norms import (
     FilterNormFamily, FilterNormResult, filter_norms, filter_norms_family, kernel_norms,
 )
@@ -32,7 +34,8 @@ from robustlayers.analysis.quantization import (
 from robustlayers.analysis.timing import criticality_epoch_ratio, time_training_epoch
 
 __all__ = [
-    "ANALYSES", "DB_FORM", "DEFAULT_BETAS", "CriticalityResult", "FilterNormFamily",
+    "ANALYSES", "DB_FORM", "DEFAULT_BETAS", "CriticalityResult", "DiagnoseOptions",
+    "FilterNormFamily",
     "FilterNormResult", "PSRComparison", "PSRResult", "Placement", "Quantizer",
     "StabilityResult", "compare_psr", "criticality", "criticality_epoch_ratio",
     "criticality_from_weakness", "criticality_stability", "default_criticality_attack",

@@ -127,6 +127,12 @@ def attack_record(attack: Any) -> dict:
     return {"name": getattr(attack, "name", type(attack).__name__), "repr": repr(attack)}
 
 
+def attack_eps(attack: Any) -> float | None:
+    """ε of an attack with a threat model (robustlayers attacks); None for other callables."""
+    eps = getattr(getattr(attack, "threat", None), "eps", None)
+    return None if eps is None else float(eps)
+
+
 def eps_record(eps: float) -> dict:
     return {"value": float(eps), "over_255": round(float(eps) * 255, 6)}
 

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    AttackFn, attack_batched, attack_record, chunks, data_shape, eps_record, eval_mode, jsonable,
-    make_pgd,
+    AttackFn, attack_batched, attack_eps, attack_record, chunks, data_shape, eps_record,
+    eval_mode, jsonable, make_pgd,
     model_device, resolve_layers, round_sig, selection_record, split_data,
 )
 
@@ -141,7 +141,7 @@ def criticality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection
         layers=tuple(names), kinds=tuple(info.kind for info in _resolved.layers),
         weakness=weakness, criticality=crit, k=k, top_k=top_k_layers(crit, names, k),
         attack=attack_record(attack), selection=selection_record(_resolved), seed=int(seed),
-        eps=eps, n_examples=len(x), elapsed_s=elapsed, label=label,
+        eps=attack_eps(attack), n_examples=len(x), elapsed_s=elapsed, label=label,
     )
 
 
@@ -247,6 +247,7 @@ def criticality_stability(model: nn.Module, data, *, batch_size: int = 10, repea
     return StabilityResult(
         layers=tuple(resolved.names), k=k, batch_size=batch_size, repeats=repeats,
         top_k_per_repeat=tops, criticality_per_repeat=np.stack(crits), attack=record,
-        selection=selection_record(resolved), seed=int(seed), eps=eps,
+        selection=selection_record(resolved), seed=int(seed),
+        eps=attack_eps(attack) if attack is not None else float(eps),
         mean_time_s=float(np.mean(times)), label=label,
     )

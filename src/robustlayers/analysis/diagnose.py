@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -95,27 +96,55 @@ def _check_conv_selection(models: dict[str, nn.Module], selection: str) -> None:
                              f"filter-norms from the analyses ({err})") from err
 
 
+@dataclass(frozen=True)
+class DiagnoseOptions:
+    """Settings shared by the analyses of one diagnosis (see :func:`diagnose`)."""
+
+    selection: str | None
+    eps: float
+    seed: int
+    psr_steps: int
+    crit_steps: int
+    k: int
+    crit_examples: int | None
+    stability_repeats: int
+    stability_batch: int
+    quant_steps: int
+    quant_examples: int | None
+    betas: tuple
+    eps_grid: tuple
+    placements: tuple | None
+    preact_module: str | None
+    corruption_dir: str | None
+    corruptions: tuple | None
+    epoch_batches: int | None
+    epoch_size: int | None
+    batch_size: int
+
+
 def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection=None,
              n_examples: int | None = 256, seed: int = 0, out_dir=None, eps: float | None = None,
              dataset: str | None = None, psr_steps: int = 100, crit_steps: int = 10, k: int = 3,
              crit_examples: int | None = None, stability_repeats: int = 100,
              stability_batch: int = 10, quant_steps: int = 20,
-             quant_examples: int | None = None, betas=DEFAULT_BETAS,
-             eps_grid=None, placements=None, preact_module: str | None = None,
-             corruption_dir=None, corruptions=None, train_data=None, epoch_batches: int | None = 10, epoch_size: int | None = None,
-             batch_size: int = 128, sources: dict | None = None,
-             log: Callable[[str], None] | None = None) -> dict:
+             quant_examples: int | None = None, betas=DEFAULT_BETAS, eps_grid=None,
+             placements=None, preact_module: str | None = None, corruption_dir=None,
+             corruptions=None, train_data=None, epoch_batches: int | None = 10,
+             epoch_size: int | None = None, batch_size: int = 128,
+             sources: dict | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Run ``analyses`` (psr, criticality, filter-norms, quantization, preact) on every model
     with the same ``n_examples`` images of ``data`` (a seeded subset) and return the diagnosis.
 
-    ``crit_examples`` / ``quant_examples`` use only the first that many of those images for the
-    full-batch criticality / the quantisation grid (the costliest analysis).
     ``selection`` (a layer-selection expression) overrides each analysis's default layers
     (PSR: conv outputs; criticality: conv + linear; filter norms: its conv layers).
+    ``eps`` defaults to the dataset's default ε (``dataset`` given) else 8/255; ``eps_grid`` (the
+    quantisation δ grid) defaults to ``(eps,)``. ``crit_examples`` / ``quant_examples`` use only
+    the first that many images for the full-batch criticality / the quantisation grid (the
+    costliest analysis). ``train_data`` is what the PGD-AT epoch is timed on (``epoch_batches``
+    batches, extrapolated to ``epoch_size`` = its size; 0 skips timing, None times it all).
     ``corruption_dir`` adds the final pre-activation mean on CIFAR-10-C (``corruptions``, default
-    all 19 of SPECTRUM §9) to the preact analysis.
-    ``eps`` defaults to the dataset's default ε (``dataset`` given) else 8/255. With ``out_dir``
-    writes ``diagnosis.json`` and ``report.html`` there.
+    all 19 of SPECTRUM §9) to the preact analysis. With ``out_dir`` writes ``diagnosis.json`` and
+    ``report.html`` there.
     """
     say = log or (lambda _msg: None)
     chosen = parse_analyses(analyses)
@@ -126,34 +155,23 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
 
         eps = get_dataset_info(dataset).default_eps if dataset else 8 / 255
     x, y = _subset(x_all, y_all, n_examples, seed)
-    sel_text = None if selection is None else str(selection)
-    # fail early, before any attack runs, on a selection that does not resolve on some model
-    info = {}
-    for label, model in models.items():
-        lmap, resolved = resolve_layers(model, sel_text, PSR_SELECTION, data_shape(model, x))
-        info[label] = {
-            "class": type(model).__name__,
-            "params": sum(p.numel() for p in model.parameters()),
-            "input_shape": list(x.shape[1:]),
-            "source": (sources or {}).get(label),
-            "selected_by": resolved.expression,
-            "layer_map": layer_map_rows(lmap, resolved.names),
-        }
-    if "filter-norms" in chosen and sel_text is not None:
-        _check_conv_selection(models, sel_text)
+    opts = DiagnoseOptions(
+        selection=None if selection is None else str(selection), eps=float(eps), seed=int(seed),
+        psr_steps=psr_steps, crit_steps=crit_steps, k=k, crit_examples=crit_examples,
+        stability_repeats=stability_repeats, stability_batch=stability_batch,
+        quant_steps=quant_steps, quant_examples=quant_examples, betas=tuple(betas),
+        eps_grid=tuple(eps_grid) if eps_grid else (float(eps),),
+        placements=tuple(placements) if placements else None, preact_module=preact_module,
+        corruption_dir=corruption_dir, corruptions=tuple(corruptions) if corruptions else None,
+        epoch_batches=epoch_batches, epoch_size=epoch_size, batch_size=batch_size)
+    info = _models_info(models, x, opts.selection, sources or {})
+    if "filter-norms" in chosen and opts.selection is not None:
+        _check_conv_selection(models, opts.selection)
     sections, timing = {}, {}
     for name in chosen:
         say(f"diagnose: {name} ...")
         start = time.perf_counter()
-        sections[SECTION_KEYS[name]] = _run_one(
-            name, models, x, y, selection=sel_text, eps=eps, seed=seed, psr_steps=psr_steps,
-            crit_steps=crit_steps, k=k, crit_examples=crit_examples,
-            stability_repeats=stability_repeats, stability_batch=stability_batch,
-            quant_steps=quant_steps, quant_examples=quant_examples, betas=betas,
-            eps_grid=eps_grid, placements=placements,
-            preact_module=preact_module, corruption_dir=corruption_dir,
-            corruptions=corruptions, train_data=train_data, epoch_batches=epoch_batches,
-            epoch_size=epoch_size, batch_size=batch_size)
+        sections[SECTION_KEYS[name]] = _run_one(name, models, x, y, opts, train_data)
         timing[name] = round(time.perf_counter() - start, 3)
     from robustlayers.provenance import environment
     from robustlayers.report.summary import summarize
@@ -164,7 +182,8 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
         "analyses_run": list(chosen),
         "seed": seed,
         "eps": eps_record(eps),
-        "selection": sel_text,
+        "selection": opts.selection,
+        "options": asdict(opts),
         "data": {"dataset": dataset or getattr(getattr(data, "info", None), "name", None),
                  "split": getattr(data, "split", None), "n_examples": len(x),
                  "subset_of": len(x_all), "subset_seed": seed},
@@ -177,6 +196,23 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
     if out_dir is not None:
         write_outputs(diagnosis, out_dir)
     return diagnosis
+
+
+def _models_info(models, x, selection, sources) -> dict:
+    """Class, size, source and layer map of each model. Resolving the selection here fails
+    early, before any attack runs, on a selection that does not resolve on some model."""
+    info = {}
+    for label, model in models.items():
+        lmap, resolved = resolve_layers(model, selection, PSR_SELECTION, data_shape(model, x))
+        info[label] = {
+            "class": type(model).__name__,
+            "params": sum(p.numel() for p in model.parameters()),
+            "input_shape": list(x.shape[1:]),
+            "source": sources.get(label),
+            "selected_by": resolved.expression,
+            "layer_map": layer_map_rows(lmap, resolved.names),
+        }
+    return info
 
 
 def write_outputs(diagnosis: dict, out_dir) -> dict:
@@ -192,58 +228,53 @@ def write_outputs(diagnosis: dict, out_dir) -> dict:
     return diagnosis["paths"]
 
 
-def _run_one(name, models, x, y, *, selection, eps, seed, psr_steps, crit_steps, k,
-             crit_examples, stability_repeats, stability_batch, quant_steps, quant_examples,
-             betas, eps_grid,
-             placements, preact_module, corruption_dir, corruptions, train_data,
-             epoch_batches, epoch_size, batch_size):
+def _run_one(name: str, models, x, y, o: DiagnoseOptions, train_data) -> dict:
     if name == "psr":
-        return compare_psr(models, x, y, selection=selection, eps=eps, steps=psr_steps,
-                                   batch_size=batch_size, seed=seed).to_dict()
+        return compare_psr(models, x, y, selection=o.selection, eps=o.eps, steps=o.psr_steps,
+                           batch_size=o.batch_size, seed=o.seed).to_dict()
     if name == "filter-norms":
-        return filter_norms_family(models, selection=_conv_selection(selection)).to_dict()
+        return filter_norms_family(models, selection=_conv_selection(o.selection)).to_dict()
     per_model = {}
     for label, model in models.items():
         if name == "criticality":
-            per_model[label] = _criticality_entry(
-                model, x, y, label=label, selection=selection, eps=eps, seed=seed,
-                steps=crit_steps, k=k, crit_examples=crit_examples,
-                repeats=stability_repeats, batch=stability_batch, train_data=train_data,
-                epoch_batches=epoch_batches, epoch_size=epoch_size, batch_size=batch_size)
+            per_model[label] = _criticality_entry(model, x, y, label, o, train_data)
         elif name == "quantization":
-            nq = len(x) if quant_examples is None else min(len(x), quant_examples)
+            nq = len(x) if o.quant_examples is None else min(len(x), o.quant_examples)
             per_model[label] = quantization_grid(
-                model, x[:nq], y[:nq], placements=placements, betas=betas, steps=quant_steps,
-                eps_grid=tuple(eps_grid) if eps_grid else (eps,), batch_size=batch_size,
-                seed=seed, label=label)
+                model, x[:nq], y[:nq], placements=o.placements, betas=o.betas,
+                steps=o.quant_steps, eps_grid=o.eps_grid, batch_size=o.batch_size,
+                seed=o.seed, label=label)
         else:
-            per_model[label] = preactivation_stats(model, (x, y), module=preact_module,
-                                                   batch_size=batch_size, seed=seed, label=label)
-            if corruption_dir is not None:
+            per_model[label] = preactivation_stats(model, (x, y), module=o.preact_module,
+                                                   batch_size=o.batch_size, seed=o.seed,
+                                                   label=label)
+            if o.corruption_dir is not None:
                 per_model[label]["corruptions"] = preactivation_corruptions(
-                    model, corruption_dir, corruptions=corruptions, module=preact_module,
-                    batch_size=batch_size, seed=seed, label=label)
+                    model, o.corruption_dir, corruptions=o.corruptions, module=o.preact_module,
+                    batch_size=o.batch_size, seed=o.seed, label=label)
     return {"models": per_model}
 
 
-def _criticality_entry(model, x, y, *, label, selection, eps, seed, steps, k, crit_examples,
-                       repeats, batch, train_data, epoch_batches, epoch_size, batch_size) -> dict:
-    """CLAT Eq. 3 on ``crit_examples`` images (all by default), its stability over ``repeats``
-    batches of ``batch``, the agreement of the two, and the criticality/epoch time ratio."""
-    n = len(x) if crit_examples is None else min(len(x), crit_examples)
-    full = criticality(model, x[:n], y[:n], selection=selection, eps=eps, steps=steps,
-                                k=k, batch_size=batch_size, seed=seed, label=label).to_dict()
+def _criticality_entry(model, x, y, label: str, o: DiagnoseOptions, train_data) -> dict:
+    """CLAT Eq. 3 on ``crit_examples`` images (all by default), its stability over
+    ``stability_repeats`` batches of ``stability_batch``, whether the two agree, and the
+    criticality / PGD-AT-epoch time ratio."""
+    n = len(x) if o.crit_examples is None else min(len(x), o.crit_examples)
+    full = criticality(model, x[:n], y[:n], selection=o.selection, eps=o.eps,
+                       steps=o.crit_steps, k=o.k, batch_size=o.batch_size, seed=o.seed,
+                       label=label).to_dict()
     entry = {"criticality": full, "stability": None, "timing": None}
-    if repeats and repeats > 0:
+    batch = min(o.stability_batch, len(x))
+    if o.stability_repeats > 0:
         stab = criticality_stability(
-            model, (x, y), batch_size=min(batch, len(x)), repeats=repeats, k=k, seed=seed,
-            selection=selection, eps=eps, steps=steps, label=label).to_dict()
+            model, (x, y), batch_size=batch, repeats=o.stability_repeats, k=o.k, seed=o.seed,
+            selection=o.selection, eps=o.eps, steps=o.crit_steps, label=label).to_dict()
         stab["modal_equals_full_batch_top_k"] = set(stab["modal_top_k"]) == set(full["top_k"])
         entry["stability"] = stab
-    if epoch_batches is None or epoch_batches > 0:
+    if o.epoch_batches is None or o.epoch_batches > 0:
         train = train_data if train_data is not None else (x, y)
-        size = epoch_size if epoch_size is not None else len(split_data(train)[0])
+        size = o.epoch_size if o.epoch_size is not None else len(split_data(train)[0])
         entry["timing"] = criticality_epoch_ratio(
-            model, (x, y), train, eps=eps, crit_batch=min(batch, len(x)), crit_steps=steps,
-            selection=selection, max_batches=epoch_batches, epoch_size=size, seed=seed)
+            model, (x, y), train, eps=o.eps, crit_batch=batch, crit_steps=o.crit_steps,
+            selection=o.selection, max_batches=o.epoch_batches, epoch_size=size, seed=o.seed)
     return entry

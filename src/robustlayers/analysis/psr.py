@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    QUANTILE_LEVELS, AttackFn, accuracy, attack_batched, attack_record, chunks, data_shape,
-    eps_record,
+    QUANTILE_LEVELS, AttackFn, accuracy, attack_batched, attack_eps, attack_record, chunks,
+    data_shape, eps_record,
     eval_mode, histogram, jsonable, make_pgd, model_device, quantiles, resolve_layers,
     round_sig, selection_record, shared_edges, to_db,
 )
@@ -183,7 +183,8 @@ def psr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection=None,
     return PSRResult(
         layers=tuple(resolved.names), kinds=tuple(info.kind for info in resolved.layers),
         ratios=ratios, attack=attack_record(attack), selection=selection_record(resolved),
-        seed=int(seed), eps=eps, clean_accuracy=accuracy(model, x, y, batch_size),
+        seed=int(seed), eps=attack_eps(attack),
+        clean_accuracy=accuracy(model, x, y, batch_size),
         adversarial_accuracy=accuracy(model, x_adv, y, batch_size), label=label, bins=bins,
     )
 

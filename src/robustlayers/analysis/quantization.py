@@ -115,7 +115,7 @@ def default_placements(model: nn.Module) -> list[str]:
 
 def resolve_placement(model: nn.Module, spec: str, *, input_shape=None) -> Placement:
     """Turn a placement text into (module path, input|output); see the module docstring."""
-    from robustlayers.layers import build_layer_map, resolve_module
+    from robustlayers.layers import layer_map, resolve_module
 
     text = str(spec).strip()
     for where in ("input", "output"):
@@ -125,7 +125,7 @@ def resolve_placement(model: nn.Module, spec: str, *, input_shape=None) -> Place
             return Placement(text, path, where)
     names = dict(model.named_modules())
     if text == "conv0" and "conv0" not in names:
-        convs = [info.name for info in build_layer_map(model, input_shape).layers
+        convs = [info.name for info in layer_map(model, input_shape).layers
                  if info.kind == "conv"]
         if not convs:
             raise ValueError("placement 'conv0' needs a conv layer; the model has none")
