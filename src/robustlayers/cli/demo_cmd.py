@@ -71,10 +71,10 @@ def _evaluate(models: dict, test, eps: float, seed: int) -> None:
         result = evaluate_model(model, test.x, test.y, attacks)
         row = {"model": label, "clean acc": f"{result.clean['accuracy']:.3f}"}
         for name, res in result.attacks.items():
-            row[f"{name} acc"] = f"{res['accuracy']:.3f}"
-            row[f"{name} loss"] = f"{res['loss']:.2f}"
+            row[f"{name} acc"] = f"{res.accuracy:.3f}"
+            row[f"{name} loss"] = f"{res.loss:.2f}"
         checks = run_sanity_checks(model, test.x[:200], test.y[:200], threat=threat, steps=10,
-                                   seed=seed, results=result, report=False)
+                                   seed=seed, report=False)
         failed = [c.name for c in checks if not c.passed]
         row["sanity"] = "ok" if not failed else "FAILED: " + ", ".join(failed)
         rows.append(row)

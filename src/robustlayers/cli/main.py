@@ -19,12 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"robustlayers.cli.{name}_cmd")
-        except ModuleNotFoundError as err:
-            if err.name == f"robustlayers.cli.{name}_cmd":
-                continue  # subcommand not part of this build
-            raise
+        module = importlib.import_module(f"robustlayers.cli.{name}_cmd")
         command = module.add_parser(sub)
         command.set_defaults(_run=module.run)
     return parser
