@@ -80,3 +80,25 @@ def test_presets_follow_the_papers():
     assert preset("fmnist-quick", epochs=1).epochs == 1
     with pytest.raises(ValueError, match="valid choices: rat-cifar10"):
         preset("rat")
+
+
+def test_every_preset_names_a_zoo_model_and_a_dataset():
+    from robustlayers.data import get_dataset_info
+    from robustlayers.models import list_models
+    from robustlayers.train import list_presets, preset
+
+    for name in list_presets():
+        config = preset(name)
+        assert config.model in list_models(), name
+        assert get_dataset_info(config.dataset).name == config.dataset, name
+
+
+def test_unknown_model_and_dataset_name_the_choices():
+    import pytest
+
+    from robustlayers.train import config_from_dict
+
+    with pytest.raises(ValueError, match="resnet18"):
+        config_from_dict({"model": "resnet81"})
+    with pytest.raises(ValueError, match="fashion-mnist"):
+        config_from_dict({"dataset": "imagenet"})

@@ -101,8 +101,12 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ValueError naming the valid choices. Returns self."""
+        from robustlayers.data import get_dataset_info
+        from robustlayers.models import model_info
         from robustlayers.train.methods import list_methods
 
+        model_info(self.model)          # unknown names raise with the zoo's valid choices
+        get_dataset_info(self.dataset)  # likewise for datasets
         self.method = _canon(self.method)
         _choice("method", self.method, list_methods())
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -274,7 +278,7 @@ def apply_overrides(data: dict, overrides: list[str], base: TrainConfig | None =
 def _rat_cifar10() -> dict:
     """RAT AT baseline (SPEC §9): PreAct ResNet-18, 200 epochs, batch 128, SGD 0.1 momentum 0.9,
     wd 5e-4, ×0.1 at 50% and 75%, PGD-10 α=2/255 ε=8/255 train, PGD-20 test, best by PGD-20."""
-    return dict(model="preactresnet18", dataset="cifar10", method="pgd-at", epochs=200,
+    return dict(model="preact_resnet18", dataset="cifar10", method="pgd-at", epochs=200,
                 batch_size=128, lr=0.1, weight_decay=5e-4, schedule="piecewise",
                 milestones=[0.5, 0.75], eps=8 / 255, alpha=2 / 255, steps=10, eval_steps=20)
 
