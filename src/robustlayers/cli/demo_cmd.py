@@ -112,8 +112,11 @@ def run(args) -> int:
     _step("Layer diagnosis: natural vs PGD-AT")
     from robustlayers.analysis import diagnose
 
+    train_split = load_dataset(DATASET, "train", data_dir=args.data_dir,
+                               subset=args.train_size, seed=args.seed)
     diagnosis = diagnose(models, (test.x, test.y), n_examples=args.diagnose_size,
                          seed=args.seed, dataset=DATASET, out_dir=out / "diagnosis",
+                         train_data=(train_split.x, train_split.y), epoch_batches=10,
                          sources={k: str(v) for k, v in runs.items()}, log=print)
     for line in diagnosis.get("summary", []):
         print(f"- {line}")

@@ -17,8 +17,8 @@ from robustlayers.layers.layermap import (
     layer_map,
     numel,
 )
+from robustlayers.layers._syntax import PREFIXES
 from robustlayers.layers.selection import (
-    PREFIXES,
     ResolvedSelection,
     Selection,
     SelectionError,

@@ -33,16 +33,10 @@ from typing import Callable, Iterable, Iterator
 
 from torch import nn
 
+from robustlayers.layers._syntax import (
+    POSITIONAL, Op, Parser, SelectionError, Term, Where, render,
+)
 from robustlayers.layers.layermap import LayerInfo, LayerMap, layer_map
-
-PREFIXES = ("kind", "block", "before", "until", "from", "after", "index")
-_POSITIONAL = ("before", "until", "from", "after")
-_OPERATORS = {"|": "|", "+": "|", "&": "&", "-": "-"}
-
-
-class SelectionError(ValueError):
-    """A selection that cannot be parsed, names an unknown layer, or matches nothing."""
-
 
 def closest(name: str, choices: Iterable[str], n: int = 5) -> str:
     """The valid names closest to ``name``, as a comma-separated string for error messages."""
@@ -53,33 +47,6 @@ def closest(name: str, choices: Iterable[str], n: int = 5) -> str:
     more = "" if len(choices) <= len(near) else f" (of {len(choices)}; list them with " \
         "`robustlayers layers MODEL`)"
     return ", ".join(near) + more
-
-
-# ----------------------------------------------------------------------------- expression tree
-
-@dataclass(frozen=True)
-class _Term:
-    prefix: str  # "" for names/globs, "all" for everything
-    values: tuple[str, ...]
-
-    def text(self) -> str:
-        if self.prefix == "all":
-            return "all"
-        joined = ",".join(self.values)
-        return f"{self.prefix}:{joined}" if self.prefix else joined
-
-
-@dataclass(frozen=True)
-class _Op:
-    op: str  # "|", "&", "-"
-    left: object
-    right: object
-
-
-@dataclass(frozen=True)
-class _Where:
-    predicate: Callable[[LayerInfo], bool]
-    label: str
 
 
 class Selection:
@@ -94,55 +61,55 @@ class Selection:
     def parse(cls, text: str) -> "Selection":
         if not isinstance(text, str) or not text.strip():
             raise SelectionError("empty selection; write e.g. 'kind:conv', 'block:3,4' or 'all'")
-        return cls(_Parser(text).parse())
+        return cls(Parser(text).parse())
 
     @classmethod
     def all(cls) -> "Selection":
-        return cls(_Term("all", ()))
+        return cls(Term("all", ()))
 
     @classmethod
     def names(cls, *names: str) -> "Selection":
-        return cls(_Term("", tuple(names)))
+        return cls(Term("", tuple(names)))
 
     @classmethod
     def kind(cls, *kinds: str) -> "Selection":
-        return cls(_Term("kind", tuple(kinds)))
+        return cls(Term("kind", tuple(kinds)))
 
     @classmethod
     def block(cls, *blocks: str | int) -> "Selection":
-        return cls(_Term("block", tuple(str(b) for b in blocks)))
+        return cls(Term("block", tuple(str(b) for b in blocks)))
 
     @classmethod
     def position(cls, where: str, name: str) -> "Selection":
         """``where`` is one of before, until, from, after."""
-        if where not in _POSITIONAL:
-            raise SelectionError(f"unknown position {where!r}; valid: {', '.join(_POSITIONAL)}")
-        return cls(_Term(where, (name,)))
+        if where not in POSITIONAL:
+            raise SelectionError(f"unknown position {where!r}; valid: {', '.join(POSITIONAL)}")
+        return cls(Term(where, (name,)))
 
     @classmethod
     def index(cls, *positions: int | str) -> "Selection":
-        return cls(_Term("index", tuple(str(p) for p in positions)))
+        return cls(Term("index", tuple(str(p) for p in positions)))
 
     @classmethod
     def where(cls, predicate: Callable[[LayerInfo], bool], label: str = "predicate") -> "Selection":
         """Layers for which ``predicate(LayerInfo)`` is true (Python only: its text form
         ``where:LABEL`` records it in run records but cannot be parsed back)."""
-        return cls(_Where(predicate, label))
+        return cls(Where(predicate, label))
 
     # -- algebra
     def __or__(self, other: "Selection") -> "Selection":
-        return Selection(_Op("|", self._node, _as_selection(other)._node))
+        return Selection(Op("|", self._node, _as_selection(other)._node))
 
     __add__ = __or__
 
     def __and__(self, other: "Selection") -> "Selection":
-        return Selection(_Op("&", self._node, _as_selection(other)._node))
+        return Selection(Op("&", self._node, _as_selection(other)._node))
 
     def __sub__(self, other: "Selection") -> "Selection":
-        return Selection(_Op("-", self._node, _as_selection(other)._node))
+        return Selection(Op("-", self._node, _as_selection(other)._node))
 
     def __str__(self) -> str:
-        return _render(self._node)
+        return render(self._node)
 
     def __repr__(self) -> str:
         return f"Selection({str(self)!r})"
@@ -234,139 +201,18 @@ def select(target: nn.Module | LayerMap, expr: SelectionLike, input_shape=None, 
     return _as_selection(expr).resolve(target, input_shape, allow_empty=allow_empty)
 
 
-# ----------------------------------------------------------------------------- parsing
-
-class _Parser:
-    """Recursive descent: expr := conj (('|' | '+' | '-') conj)* ; conj := atom ('&' atom)* ;
-    atom := '(' expr ')' | term."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.tokens = _tokenize(text)
-        self.pos = 0
-
-    def parse(self):
-        node = self._expr()
-        if self.pos != len(self.tokens):
-            raise SelectionError(f"unexpected {self.tokens[self.pos][1]!r} in selection {self.text!r}")
-        return node
-
-    def _peek(self):
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else (None, None)
-
-    def _expr(self):
-        node = self._conj()
-        while self._peek()[0] == "op" and self._peek()[1] in "|-":
-            op = self.tokens[self.pos][1]
-            self.pos += 1
-            node = _Op(op, node, self._conj())
-        return node
-
-    def _conj(self):
-        node = self._atom()
-        while self._peek() == ("op", "&"):
-            self.pos += 1
-            node = _Op("&", node, self._atom())
-        return node
-
-    def _atom(self):
-        kind, value = self._peek()
-        if kind is None:
-            raise SelectionError(f"selection {self.text!r} ends where a term was expected")
-        self.pos += 1
-        if kind == "(":
-            node = self._expr()
-            if self._peek()[0] != ")":
-                raise SelectionError(f"missing ')' in selection {self.text!r}")
-            self.pos += 1
-            return node
-        if kind != "term":
-            raise SelectionError(f"unexpected {value!r} in selection {self.text!r}; a term "
-                                 "(name, glob, kind:…, block:…, index:…) was expected")
-        return _parse_term(value)
-
-
-def _tokenize(text: str) -> list[tuple[str, str]]:
-    tokens, i = [], 0
-    while i < len(text):
-        ch = text[i]
-        if ch.isspace():
-            i += 1
-        elif ch in "()":
-            tokens.append((ch, ch))
-            i += 1
-        elif ch in "|+&" or (ch == "-" and (i + 1 == len(text) or text[i + 1].isspace())):
-            tokens.append(("op", _OPERATORS[ch]))
-            i += 1
-        elif ch == "-":
-            raise SelectionError(
-                f"unexpected '-' at position {i} in selection {text!r}; write a difference with "
-                "spaces around the minus, e.g. 'kind:conv - block:head'"
-            )
-        else:
-            j = i
-            while j < len(text) and not text[j].isspace() and text[j] not in "()|+&":
-                j += 1
-            tokens.append(("term", text[i:j]))
-            i = j
-    return tokens
-
-
-def _parse_term(token: str) -> _Term:
-    if token == "all":
-        return _Term("all", ())
-    if ":" in token:
-        prefix, rest = token.split(":", 1)
-        if prefix == "where":
-            raise SelectionError("'where:' selections hold a Python predicate and exist only in "
-                                 "Python (Selection.where); they cannot be parsed from text")
-        if prefix not in PREFIXES:
-            raise SelectionError(f"unknown selection prefix {prefix!r} in {token!r}; valid prefixes: "
-                                 f"{', '.join(PREFIXES)} (or a plain layer name or glob)")
-        values = tuple(v for v in rest.split(",") if v)
-        if not values:
-            raise SelectionError(f"{prefix}: needs a value, e.g. {prefix}:{_EXAMPLES[prefix]}")
-        if prefix in _POSITIONAL and len(values) != 1:
-            raise SelectionError(f"{prefix}: takes one layer name, got {len(values)}")
-        return _Term(prefix, values)
-    return _Term("", tuple(v for v in token.split(",") if v))
-
-
-_EXAMPLES = {"kind": "conv", "block": "3,4", "before": "layer2.0.conv1",
-             "until": "layer2.0.conv1", "from": "layer2.0.conv1", "after": "layer2.0.conv1",
-             "index": "2:7"}
-
-
-_PRECEDENCE = {"|": 1, "-": 1, "&": 2}
-
-
-def _render(node) -> str:
-    """Text form that parses back to the same tree (parentheses only where needed)."""
-    if isinstance(node, _Term):
-        return node.text()
-    if isinstance(node, _Where):
-        return f"where:{node.label}"
-    level = _PRECEDENCE[node.op]
-    left, right = _render(node.left), _render(node.right)
-    if isinstance(node.left, _Op) and _PRECEDENCE[node.left.op] < level:
-        left = f"({left})"
-    if isinstance(node.right, _Op) and _PRECEDENCE[node.right.op] <= level:
-        right = f"({right})"
-    return f"{left} {node.op} {right}"
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 def _evaluate(node, lmap: LayerMap) -> set[str]:
-    if isinstance(node, _Where):
+    if isinstance(node, Where):
         return {info.name for info in lmap if node.predicate(info)}
-    if isinstance(node, _Op):
+    if isinstance(node, Op):
         left, right = _evaluate(node.left, lmap), _evaluate(node.right, lmap)
         return {"|": left | right, "&": left & right, "-": left - right}[node.op]
     return _evaluate_term(node, lmap)
 
 
-def _evaluate_term(term: _Term, lmap: LayerMap) -> set[str]:
+def _evaluate_term(term: Term, lmap: LayerMap) -> set[str]:
     if term.prefix == "all":
         return set(lmap.names)
     if term.prefix == "":

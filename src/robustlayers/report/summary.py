@@ -29,7 +29,7 @@ def psr_sentences(section: dict) -> list[str]:
         pair = f"{gap['reference']} and {gap['other']}"
         n = gap["n_common_layers"]
         if gap.get("opens_at") is not None:
-            out.append(f"PSR gap between {pair} opens at layer {gap['opens_at']} "
+            out.append(f"PSR gap between {pair} opens at {gap['opens_at']} "
                        f"(position {gap['opens_at_position'] + 1} of {n}; first |ΔPSR| > "
                        f"{threshold:g} dB, p={gap['norm']}); the largest gap is "
                        f"{gap['max_abs_gap_db']:.1f} dB.")
