@@ -35,7 +35,7 @@ def test_matches_ratio_definition_on_a_real_model():
     x, y = images(6, (1, 8, 8), lo=0.1, hi=0.9), labels(6)
     g = torch.Generator().manual_seed(3)
     e = 0.03 * torch.sign(torch.randn(1, 1, 8, 8, generator=g))
-    out = criticality(model, x, y, attack=FixedPerturbation(e), k=3, batch_size=4)
+    out = criticality(model, x, y, attack=FixedPerturbation(e), k=2, batch_size=4)
     assert out.layers == ("conv1", "conv2", "fc")                 # kind:conv,linear, exec order
     with torch.no_grad(), FeatureCapture(model, list(out.layers)) as cap:
         model(x)
@@ -54,7 +54,10 @@ def test_matches_ratio_definition_on_a_real_model():
     record = out.to_dict()
     json.dumps(record)
     assert record["selection"]["names"] == ["conv1", "conv2", "fc"]
-    assert record["top_k"] == top_k_layers(out.criticality, list(out.layers), 3)
+    # the top-2 of the manually computed C_i, not of the function's own output
+    by_c = sorted(range(3), key=lambda i: -expected_c[i])
+    assert record["top_k"] == [out.layers[i] for i in by_c[:2]]
+    assert record["k"] == 2
 
 
 def test_default_attack_is_clat_pgd():
@@ -68,7 +71,37 @@ def test_helpers_edge_cases():
     c = criticality_from_weakness([0.5, 0.0, 0.0, 1.0])
     assert c[0] == 0.5 and c[1] == 0.0 and np.isnan(c[2]) and np.isinf(c[3])
     assert top_k_layers([1.0, np.nan, 3.0, 3.0], ["a", "b", "c", "d"], 3) == ["c", "d", "a"]
-    assert top_k_layers([1.0], ["a"], 5) == ["a"]
+    assert top_k_layers([1.0, np.nan], ["a", "b"], 2) == ["a", "b"]      # NaN ranks last
+    for bad in (0, -1, 5, 2.0, True):                          # no silent clamping of k
+        with pytest.raises(ValueError, match="from 1 to 1"):
+            top_k_layers([1.0], ["a"], bad)
+
+
+def test_top_k_names_on_known_gains():
+    # C_1 = W_1 = 0.5·‖e‖/N (tiny), C_i = |a_i| for i > 1: the ranking is fixed by the gains
+    model = ScaledStack(scales=(0.5, 4.0, 1.5, -2.0))
+    x, y = images(3, (1, 4, 4)), labels(3)
+    attack = FixedPerturbation(torch.full((1, 1, 4, 4), 0.01))
+    out = criticality(model, x, y, selection="kind:scale", attack=attack, k=2)
+    assert out.top_k == ["body.1", "body.3"]
+    out = criticality(model, x, y, selection="kind:scale", attack=attack, k=4)
+    assert out.top_k == ["body.1", "body.3", "body.2", "body.0"]
+    assert criticality(model, x, y, selection="kind:scale", attack=attack).k == 3   # default
+    two = criticality(model, x, y, selection="body.0,body.1", attack=attack)
+    assert two.k == 2 and two.top_k == ["body.1", "body.0"]   # default: all when fewer than 3
+
+
+@pytest.mark.parametrize("k", [0, 5])
+def test_k_outside_the_selection_is_an_error(k):
+    model = ScaledStack(scales=(0.5, 4.0, 1.5, -2.0))
+    x, y = images(3, (1, 4, 4)), labels(3)
+    attack = FixedPerturbation(torch.full((1, 1, 4, 4), 0.01))
+    with pytest.raises(ValueError, match=r"from 1 to 4, the number of selected layers"):
+        criticality(model, x, y, selection="kind:scale", attack=attack, k=k)
+    assert attack.calls == 0                                   # refused before the attack
+    with pytest.raises(ValueError, match="from 1 to 4"):
+        criticality_stability(model, (x, y), batch_size=2, repeats=1, k=k, attack=attack,
+                              selection="kind:scale")
 
 
 def test_stability_fields_and_counts():

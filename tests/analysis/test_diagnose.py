@@ -86,3 +86,43 @@ def test_incompatible_models_and_bad_selection():
         diagnose({"a": TinyCNN()}, _data(), analyses="psr,filter-norms", selection="fc")
     with pytest.raises(ValueError, match="at least one model"):
         diagnose({}, _data())
+
+
+def test_bad_k_and_default_beta_fail_before_any_analysis_runs(monkeypatch):
+    import importlib
+
+    diagnose_module = importlib.import_module("robustlayers.analysis.diagnose")
+
+    def ran(*_args, **_kwargs):
+        raise AssertionError("an analysis ran before the options were checked")
+
+    monkeypatch.setattr(diagnose_module, "compare_psr", ran)
+    with pytest.raises(ValueError, match="from 1 to 3, the number of selected layers"):
+        diagnose({"a": TinyCNN()}, _data(), analyses="psr,criticality", k=4)
+    with pytest.raises(ValueError, match="from 1 to 2"):
+        diagnose({"a": TinyCNN()}, _data(), analyses="psr,criticality", k=3,
+                 selection="conv1,conv2")
+    with pytest.raises(ValueError, match=r"default β 8 is not in the β grid \[4.0, 6.0\]"):
+        diagnose({"a": TinyCNN()}, _data(), analyses="psr,quantization", betas=(4, 6))
+
+
+def test_default_k_fits_a_small_selection():
+    out = diagnose({"a": TinyCNN()}, _data(), analyses="criticality", selection="conv1,conv2",
+                   n_examples=8, **{**FAST, "epoch_batches": 0})
+    crit = out["analyses"]["criticality"]["models"]["a"]
+    assert crit["criticality"]["k"] == 2 and crit["stability"]["k"] == 2
+
+
+def test_diagnosis_json_is_written_before_the_report(tmp_path, monkeypatch):
+    import robustlayers.report as report
+
+    def broken(_diagnosis, _out_dir):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        diagnose({"a": TinyCNN()}, _data(), analyses="filter-norms", out_dir=tmp_path)
+    saved = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert saved["analyses"]["filter_norms"]["models"]["a"]["layers"] == ["conv1", "conv2"]
+    assert saved["paths"] == {"diagnosis": str(tmp_path / "diagnosis.json"),
+                              "report": str(tmp_path / "report.html")}

@@ -9,6 +9,7 @@ import torch
 
 from robustlayers.analysis import (
     diagnose, final_activation, preactivation_corruptions, preactivation_stats,
+    probe_final_activation,
 )
 from robustlayers.layers import capture
 from robustlayers.models import create_model
@@ -42,6 +43,29 @@ def test_explicit_module_and_zoo_defaults():
     assert final_activation(create_model("smallcnn", in_channels=1, input_size=28)) == "layer2.5"
     assert final_activation(create_model("resnet18", input_size=8)) == "layer4.1.act"
     assert final_activation(create_model("preact_resnet18", input_size=8)) == "act"
+
+
+class Declared(TinyCNN):
+    final_activation = "act1"        # what the model says; probing would find act2
+
+
+def _count_forwards(model):
+    calls = []
+    model.register_forward_pre_hook(lambda _m, _args: calls.append(1))
+    return calls
+
+
+def test_declared_final_activation_is_used_without_probing():
+    model = Declared()
+    calls = _count_forwards(model)
+    assert final_activation(model) == "act1" and calls == []
+    assert probe_final_activation(model) == "act2" and calls == [1]     # foreign-model path
+    stats = preactivation_stats(model, (images(3, (1, 8, 8)), labels(3)), batch_size=8)
+    assert stats["module"] == "act1"
+    zoo = create_model("resnet18", input_size=8)
+    calls = _count_forwards(zoo)
+    assert final_activation(zoo) == zoo.final_activation == "layer4.1.act" and calls == []
+    assert probe_final_activation(zoo) == "layer4.1.act"                # they agree
 
 
 class RGB(TinyCNN):

@@ -98,6 +98,18 @@ def test_compare_gap_opens_where_the_signal_differs():
     assert "per_image" not in record["models"]["a"]["norms"]["2"]
 
 
+def test_gap_norm_outside_the_computed_norms_is_an_error():
+    models = {"a": ScaledStack(), "b": ScaledStack(scales=(1.0, 1.0, 1.0))}
+    x, y = images(2, (1, 4, 4)), labels(2)
+    attack = FixedPerturbation(torch.full((1, 1, 4, 4), 0.01))
+    with pytest.raises(ValueError, match=r"gap_norm '2' .* norms 1, inf"):
+        compare_psr(models, x, y, selection="kind:scale", attack=attack, norms=("1", "inf"))
+    assert attack.calls == 0                                      # refused before any attack
+    comp = compare_psr(models, x, y, selection="kind:scale", attack=attack, norms=("inf",),
+                       gap_norm="linf")
+    assert [g["norm"] for g in comp.gaps] == ["inf"]
+
+
 def test_bad_selection_names_choices():
     with pytest.raises(SelectionError, match="conv"):
         psr(ConvStack(), images(2, (2, 3, 3)), labels(2), selection="conv9",

@@ -13,7 +13,7 @@ from robustlayers.analysis import (
 from robustlayers.layers import capture
 from robustlayers.models import create_model
 
-from .toys import TinyCNN, images, labels
+from .toys import MeanBand, TinyCNN, images, labels
 
 
 def test_quantizer_forward_values_exact():
@@ -23,6 +23,22 @@ def test_quantizer_forward_values_exact():
     assert torch.equal(Quantizer(8, straight_through=True)(x), q)
     with pytest.raises(ValueError, match="beta"):
         Quantizer(0)
+
+
+def test_straight_through_comes_from_the_attacks_package(monkeypatch):
+    import robustlayers.analysis.quantization as quantization
+    from robustlayers.attacks import straight_through
+
+    wrapped = []
+
+    def spy(fn):
+        wrapped.append(fn)
+        return straight_through(fn)
+
+    monkeypatch.setattr(quantization, "straight_through", spy)
+    q = Quantizer(4, straight_through=True)
+    assert torch.equal(q(torch.tensor([0.3, 0.9])), torch.tensor([0.25, 0.75]))
+    assert wrapped == [q.quantize]
 
 
 def test_bpda_backward_is_identity_and_plain_floor_is_zero():
@@ -130,7 +146,72 @@ def test_grid_structure_and_best():
     best = out["best"]
     scores = [sum(c["bpda"].values()) / 2 for c in out["cells"]]
     assert best["bpda_mean"] == pytest.approx(max(scores))
-    assert out["attacks"]["bpda"]["attack"]["steps"] == 1
-    assert out["attacks"]["bpda"]["attack"]["alpha"] == pytest.approx(0.25 * 8 / 255)
+    attacks = out["attacks"]
+    assert attacks["bpda"]["attack"]["steps"] == 1
+    # BPDA: the model's own α = ε/4; transfer and the unquantised baseline: test α = ε/10
+    assert attacks["bpda"]["attack"]["alpha"] == pytest.approx(0.25 * 8 / 255)
+    assert attacks["pgd_masked"]["attack"]["alpha"] == pytest.approx(0.25 * 8 / 255)
+    assert attacks["transfer"]["attack"]["alpha"] == pytest.approx(0.1 * 8 / 255)
+    assert attacks["baseline_pgd"]["attack"]["alpha"] == pytest.approx(0.1 * 8 / 255)
+    assert (out["bpda_alpha_over_eps"], out["test_alpha_over_eps"]) == (0.25, 0.1)
     with pytest.raises(ValueError, match="eps_grid"):
         quantization_grid(model, x, y, eps_grid=())
+
+
+def test_default_beta_outside_the_grid_is_an_error():
+    with pytest.raises(ValueError, match=r"default_beta 8 is not in betas \[4.0, 6.0\]"):
+        quantization_grid(TinyCNN(), images(2, (1, 8, 8)), labels(2), betas=(4, 6))
+
+
+def _band_grid(pixel: float, eps: float, steps: int = 20):
+    """The grid on MeanBand (class 0 iff |mean − 0.14| < 0.03) for 4 constant images of value
+    ``pixel``, β = 8 at the output of ``feat``: returns (baseline, the one cell, the δ key)."""
+    x = torch.full((4, 1, 16, 16), pixel)
+    y = torch.zeros(4, dtype=torch.long)
+    out = quantization_grid(MeanBand(), x, y, placements=["feat"], betas=(8,), eps_grid=(eps,),
+                            steps=steps, seed=0)
+    assert out["placements"] == [{"spec": "feat", "module": "feat", "where": "output"}]
+    return out["baseline"], out["cells"][0], out["eps_grid"][0]["key"]
+
+
+def test_clean_bpda_transfer_and_masked_pgd_differ_as_designed():
+    # pixels 39/255 = 0.153; q = ⌊8·39/255⌋/8 = 1/8 (the step edge 1/8 = 31.875/255 lies
+    # 7.125/255 below); ε = 8/255.
+    base, cell, key = _band_grid(39 / 255, 8 / 255)
+    # unquantised: mean 0.153 is in the band; PGD-20 pushes every pixel *up* (mean > 0.14) to
+    # 47/255 = 0.184, out of the band
+    assert base["clean_accuracy"] == 1.0 and base["pgd"][key] == 0.0
+    # quantised clean: mean 1/8, in the band
+    assert cell["clean_accuracy"] == 1.0
+    # transfer: crafted on the unquantised model (up to 47/255), 8-bit, ⌊8·47/255⌋/8 = 1/8 on
+    # the quantised model: in the band. Crafted through the quantiser (pushed down) or scored on
+    # the unquantised model (0.184) they would fail.
+    assert cell["transfer"][key] == 1.0
+    # BPDA: the straight-through gradient at mean 1/8 < 0.14 pushes every pixel *down* to
+    # 31/255 < 1/8, so q = 0 on the true forward: out of the band. (Scored on the unquantised
+    # model, 31/255 = 0.122 would be in the band.)
+    assert cell["bpda"][key] == 0.0
+    # plain PGD through the true ⌊·⌋: zero gradient, only the random start moves pixels; ~5%
+    # fall below the step edge, mean ≈ 0.118: in the band — masking, not robustness
+    assert cell["pgd_masked"][key] == 1.0
+
+
+def test_transfer_uses_the_test_step_size():
+    # 5 steps: with α = ε/10 the unquantised attack moves pixels ~7ε/16 on average (mean 0.167,
+    # still in the band); with α = ε/4 it would reach +ε (0.184, out). BPDA (α = ε/4) still
+    # reaches −ε.
+    base, cell, key = _band_grid(39 / 255, 8 / 255, steps=5)
+    assert base["pgd"][key] == 1.0
+    assert cell["bpda"][key] == 0.0 and cell["transfer"][key] == 1.0
+
+
+def test_transfer_images_are_rounded_to_8_bit():
+    # pixels 32/255 (just above the step edge 31.875/255), ε = 0.4/255: both attacks push every
+    # pixel down to 31.6/255. BPDA's images are scored as they are: q = 0, out of the band. The
+    # transfer images are rounded back to 32/255: q = 1/8, in the band.
+    base, cell, key = _band_grid(32 / 255, 0.4 / 255)
+    assert key == "0.4/255"
+    assert base["clean_accuracy"] == 1.0 and base["pgd"][key] == 1.0    # 0.124: in the band
+    assert cell["clean_accuracy"] == 1.0
+    assert cell["transfer"][key] == 1.0
+    assert cell["bpda"][key] == 0.0

@@ -94,3 +94,25 @@ def images(n: int, shape, seed: int = 0, lo: float = 0.25, hi: float = 0.75) -> 
 
 def labels(n: int, classes: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+class MeanBand(nn.Module):
+    """Two classes; class 0 iff the mean m of the feature map of ``feat`` lies within ``width``
+    of ``center``: logits = ±K·(width² − (m − center)²). ``feat`` is a 1x1 conv with weight 1, so
+    a quantiser at its output sees the image itself. The gradient of the class-0 loss pushes m
+    away from ``center``: *up* from an image whose mean is above it, *down* from a quantised
+    feature map whose mean is below it — an unquantised and a BPDA attack move opposite ways."""
+
+    input_shape = (1, 16, 16)
+
+    def __init__(self, center: float = 0.14, width: float = 0.03, gain: float = 1000.0):
+        super().__init__()
+        self.feat = nn.Conv2d(1, 1, 1, bias=False)
+        with torch.no_grad():
+            self.feat.weight.fill_(1.0)
+        self.center, self.width, self.gain = center, width, gain
+
+    def forward(self, x):
+        m = self.feat(x).mean(dim=(1, 2, 3))
+        margin = self.gain * (self.width ** 2 - (m - self.center) ** 2)
+        return torch.stack([margin, -margin], dim=1)

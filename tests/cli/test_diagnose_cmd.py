@@ -87,6 +87,10 @@ def test_run_dirs_text_output_and_timing(tmp_path, capsys):
     (["--label", "a", "--label", "b", "--label", "c"], "one label per model"),
     (["--n-examples", "0"], "--n-examples must be >= 1"),
     (["--betas", "4,x"], "comma-separated"),
+    (["--betas", ""], "--betas '' names no β"),
+    (["--betas", "4,6"], "--default-beta 8 is not in --betas [4.0, 6.0]"),
+    (["--betas", "4,6", "--default-beta", "5"], "--default-beta 5 is not in --betas"),
+    (["--top-k", "0"], "--top-k must be >= 1"),
 ])
 def test_errors_exit_2(checkpoints, tmp_path, capsys, extra, message):
     rc = main(["diagnose", "--model", "smallcnn", "--checkpoint", checkpoints[0],
@@ -105,3 +109,20 @@ def test_incompatible_models_and_missing_pieces(tmp_path, checkpoints, capsys):
     assert "--model" in capsys.readouterr().err
     assert main(["diagnose", "--run", str(tmp_path / "nope"), *FAST]) == 2
     assert "no run directory" in capsys.readouterr().err
+
+
+def test_compare_runs_of_another_dataset_is_an_error(tmp_path, capsys):
+    a = _run_dir(tmp_path / "fmnist")
+    b = RunDir.create(tmp_path / "mnist", {"model": "smallcnn", "dataset": "mnist",
+                                           "model_kwargs": model_kwargs_for("mnist")})
+    b.save_checkpoint("best", create_model("smallcnn", **model_kwargs_for("mnist")),
+                      {"epoch": 0})
+    args = FAST[2:]                                # no --dataset: the first run's
+    assert main(["diagnose", "--run", a, "--compare", str(b.path), "--out",
+                 str(tmp_path / "d"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "trained on 'mnist' but the analysis uses 'fashion-mnist'" in err
+    assert main(["diagnose", "--run", a, "--dataset", "mnist", "--out", str(tmp_path / "d"),
+                 *args]) == 2
+    assert "was trained on 'fashion-mnist' but the analysis uses 'mnist' (from --dataset)" \
+        in capsys.readouterr().err

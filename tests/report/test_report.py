@@ -115,3 +115,23 @@ def test_report_renders_again_from_saved_json_and_partial(diagnosed, tmp_path):
     checker.feed(page)
     assert checker.errors == [] and len(checker.images) == 1
     assert page.count("Not run in this diagnosis") == 4
+
+
+def test_report_and_plots_are_replaced_atomically(diagnosed, tmp_path, monkeypatch):
+    import os
+
+    diagnosis, _ = diagnosed
+    out = tmp_path / "atomic"
+    write_report(diagnosis, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "report.html" in before and "psr.png" in before
+
+    def disk_full(_fd):
+        raise OSError("disk full")
+
+    # every file goes through robustlayers.runs.atomic: a write that fails before its rename
+    # leaves the previous files whole and no temporary file behind
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(dict(diagnosis, summary=["changed"]), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -22,26 +22,25 @@ from robustlayers.analysis.filter_norms import (
     FilterNormFamily, FilterNormResult, filter_norms, filter_norms_family, kernel_norms,
 )
 from robustlayers.analysis.preactivation import (
-    final_activation, preactivation_corruptions, preactivation_stats,
+    final_activation, preactivation_corruptions, preactivation_stats, probe_final_activation,
 )
 from robustlayers.analysis.psr import (
     DB_FORM, PSRComparison, PSRResult, compare_psr, default_psr_attack, psr, psr_gap,
 )
 from robustlayers.analysis.quantization import (
-    DEFAULT_BETAS, Placement, Quantizer, default_placements, quantization_analysis,
-    quantization_grid, quantized, resolve_placement,
+    BPDA_ALPHA_OVER_EPS, DEFAULT_BETA, DEFAULT_BETAS, TEST_ALPHA_OVER_EPS, Placement, Quantizer,
+    default_placements, quantization_analysis, quantization_grid, quantized, resolve_placement,
 )
 from robustlayers.analysis.timing import criticality_epoch_ratio, time_training_epoch
 
 __all__ = [
-    "ANALYSES", "DB_FORM", "DEFAULT_BETAS", "CriticalityResult", "DiagnoseOptions",
-    "FilterNormFamily",
-    "FilterNormResult", "PSRComparison", "PSRResult", "Placement", "Quantizer",
-    "StabilityResult", "compare_psr", "criticality", "criticality_epoch_ratio",
-    "criticality_from_weakness", "criticality_stability", "default_criticality_attack",
-    "default_placements", "default_psr_attack", "diagnose", "filter_norms",
-    "filter_norms_family", "final_activation", "kernel_norms", "parse_analyses",
-    "preactivation_corruptions", "preactivation_stats", "psr", "psr_gap",
-    "quantization_analysis", "quantization_grid", "quantized", "resolve_placement",
-    "time_training_epoch", "top_k_layers", "write_outputs",
+    "ANALYSES", "BPDA_ALPHA_OVER_EPS", "CriticalityResult", "DB_FORM", "DEFAULT_BETA",
+    "DEFAULT_BETAS", "DiagnoseOptions", "FilterNormFamily", "FilterNormResult", "PSRComparison",
+    "PSRResult", "Placement", "Quantizer", "StabilityResult", "TEST_ALPHA_OVER_EPS",
+    "compare_psr", "criticality", "criticality_epoch_ratio", "criticality_from_weakness",
+    "criticality_stability", "default_criticality_attack", "default_placements",
+    "default_psr_attack", "diagnose", "filter_norms", "filter_norms_family", "final_activation",
+    "kernel_norms", "parse_analyses", "preactivation_corruptions", "preactivation_stats",
+    "probe_final_activation", "psr", "psr_gap", "quantization_analysis", "quantization_grid",
+    "quantized", "resolve_placement", "time_training_epoch", "top_k_layers", "write_outputs",
 ]

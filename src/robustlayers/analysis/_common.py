@@ -1,18 +1,25 @@
 """Small helpers shared by the analyses: data/model plumbing, selections, attacks, JSON records.
 
 Nothing here implements a paper equation; the analyses (psr, criticality, filter_norms,
-quantization, preactivation) do, and cite them.
+quantization, preactivation) do, and cite them. Plumbing that exists elsewhere is imported from
+there, not copied: eval mode, device, batching and accuracy from ``robustlayers.evaluate.metrics``,
+batched attacks from ``robustlayers.evaluate.robust.run_attack``, ε records from
+``robustlayers.attacks.describe_eps``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
+
+# Re-exported for analysis/timing.py, which still imports them from here; new code imports
+# robustlayers.evaluate.metrics.model_device and robustlayers.attacks.describe_eps directly.
+from robustlayers.attacks import describe_eps as eps_record  # noqa: F401
+from robustlayers.evaluate.metrics import model_device  # noqa: F401
 
 QUANTILE_LEVELS = (5, 25, 50, 75, 95)
 _ACTIVATIONS = {"relu", "relu6", "leakyrelu", "silu", "swish", "gelu", "elu", "selu", "celu",
@@ -40,31 +47,6 @@ def is_activation(module: nn.Module) -> bool:
     return type(module).__name__.lower() in _ACTIVATIONS
 
 
-def model_device(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval(); restore each module's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
-def chunks(n: int, batch_size: int) -> Iterator[slice]:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, n, batch_size):
-        yield slice(start, min(n, start + batch_size))
-
-
 def data_shape(model: nn.Module, x: torch.Tensor, input_shape=None):
     """The (C, H, W) to build a layer map with: ``input_shape`` if given, else None when the model
     declares ``input_shape`` (zoo models), else the data's per-example shape."""
@@ -83,10 +65,7 @@ def resolve_layers(model: nn.Module, selection: Any, default: str, input_shape=N
 
     # the cached map also remembers input_shape for later capture() calls on this model
     layer_map = cached_layer_map(model, input_shape)
-    resolved = select(layer_map, default if selection is None else selection)
-    if len(resolved) == 0:
-        raise ValueError(f"selection {resolved.expression!r} matched no layers")
-    return layer_map, resolved
+    return layer_map, select(layer_map, default if selection is None else selection)
 
 
 def selection_record(resolved) -> dict:
@@ -131,32 +110,6 @@ def attack_eps(attack: Any) -> float | None:
     """ε of an attack with a threat model (robustlayers attacks); None for other callables."""
     eps = getattr(getattr(attack, "threat", None), "eps", None)
     return None if eps is None else float(eps)
-
-
-def eps_record(eps: float) -> dict:
-    return {"value": float(eps), "over_255": round(float(eps) * 255, 6)}
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    """Top-1 accuracy in [0, 1] with the model in eval() and no gradients."""
-    device = model_device(model)
-    correct = 0
-    with eval_mode(model), torch.no_grad():
-        for part in chunks(len(x), batch_size):
-            logits = model(x[part].to(device))
-            correct += int((logits.argmax(1).cpu() == y[part].cpu()).sum())
-    return correct / max(1, len(x))
-
-
-def attack_batched(attack: AttackFn, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   batch_size: int) -> torch.Tensor:
-    """Run ``attack`` over ``x`` in batches on the model's device; returns x_adv on CPU."""
-    device = model_device(model)
-    out = []
-    for part in chunks(len(x), batch_size):
-        x_adv = attack(model, x[part].to(device), y[part].to(device))
-        out.append(x_adv.detach().cpu())
-    return torch.cat(out) if out else x.clone()
 
 
 def quantiles(values: np.ndarray, levels=QUANTILE_LEVELS) -> dict[str, float | None]:

@@ -25,13 +25,17 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    AttackFn, attack_batched, attack_eps, attack_record, chunks, data_shape, eps_record,
-    eval_mode, jsonable, make_pgd,
-    model_device, resolve_layers, round_sig, selection_record, split_data,
+    AttackFn, attack_eps, attack_record, data_shape, jsonable, make_pgd, resolve_layers,
+    round_sig, selection_record, split_data,
 )
+from robustlayers.attacks import describe_eps
+from robustlayers.evaluate.metrics import batches, eval_mode, model_device
+from robustlayers.evaluate.robust import run_attack
+from robustlayers.evaluate.validate import validate_count
 
 DEFAULT_SELECTION = "kind:conv,linear"
 CLAT_ALPHA_OVER_EPS = 0.007 / 0.03
+DEFAULT_K = 3
 
 
 def default_criticality_attack(eps: float, *, steps: int = 10, alpha: float | None = None,
@@ -52,11 +56,24 @@ def criticality_from_weakness(weakness) -> np.ndarray:
     return c
 
 
+def check_k(k, n_layers: int) -> int:
+    """k must be an integer with 1 ≤ k ≤ n_layers (the number of selected layers). ``None``
+    means the default: DEFAULT_K, or every layer when fewer are selected."""
+    if k is None:
+        return min(DEFAULT_K, n_layers)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_layers:
+        raise ValueError(f"k (number of critical layers) must be an integer from 1 to "
+                         f"{n_layers}, the number of selected layers; got {k!r}")
+    return int(k)
+
+
 def top_k_layers(criticality, names, k: int) -> list[str]:
-    """The k layers with the largest C_i (NaN ranks last; ties keep execution order)."""
+    """The k layers with the largest C_i (NaN ranks last; ties keep execution order).
+    Raises ValueError unless 1 ≤ k ≤ len(names)."""
+    k = check_k(k, len(names))
     c = np.nan_to_num(np.asarray(criticality, dtype=np.float64), nan=-np.inf)
     order = sorted(range(len(names)), key=lambda i: (-c[i], i))
-    return [names[i] for i in order[:max(0, min(k, len(names)))]]
+    return [names[i] for i in order[:k]]
 
 
 def _weakness(model, resolved, x, x_adv, batch_size) -> np.ndarray:
@@ -66,7 +83,7 @@ def _weakness(model, resolved, x, x_adv, batch_size) -> np.ndarray:
     device = model_device(model)
     totals = np.zeros(len(resolved.names), dtype=np.float64)
     with eval_mode(model), torch.no_grad():
-        for part in chunks(len(x), batch_size):
+        for part in batches(len(x), batch_size):
             clean = capture(model, resolved, x[part].to(device))
             adv = capture(model, resolved, x_adv[part].to(device))
             for i, name in enumerate(resolved.names):
@@ -109,7 +126,7 @@ class CriticalityResult:
             "n_examples": self.n_examples,
             "elapsed_s": round(self.elapsed_s, 4),
             "attack": self.attack,
-            "eps": eps_record(self.eps) if self.eps is not None else None,
+            "eps": describe_eps(self.eps) if self.eps is not None else None,
             "selection": self.selection,
             "seed": self.seed,
             **self.extra,
@@ -118,20 +135,25 @@ class CriticalityResult:
 
 def criticality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection=None,
                 attack: AttackFn | None = None, eps: float = 8 / 255, steps: int = 10,
-                alpha: float | None = None, k: int = 3, batch_size: int = 128, seed: int = 0,
-                input_shape=None, label: str | None = None, _resolved=None) -> CriticalityResult:
+                alpha: float | None = None, k: int | None = None, batch_size: int = 128,
+                seed: int = 0, input_shape=None, label: str | None = None,
+                _resolved=None) -> CriticalityResult:
     """Criticality indices of the selected layers from the batch (x, y) (CLAT Eqs. 2–3).
 
     ``attack`` is any ``attack(model, x, y) -> x_adv``; δ = x_adv − x is shared by all layers.
+    ``k`` critical layers are reported: 1 ≤ k ≤ the number of selected layers, else ValueError;
+    None = 3, or all layers when fewer are selected.
     """
+    batch_size = validate_count(batch_size, name="batch_size")
     if _resolved is None:
         _, _resolved = resolve_layers(model, selection, DEFAULT_SELECTION,
                                       data_shape(model, x, input_shape))
+    k = check_k(k, len(_resolved.names))
     if attack is None:
         attack = default_criticality_attack(eps, steps=steps, alpha=alpha, seed=seed)
     _sync(model)
     start = time.perf_counter()
-    x_adv = attack_batched(attack, model, x, y, batch_size)
+    x_adv, _, _ = run_attack(model, attack, x, y, batch_size=batch_size)
     weakness = _weakness(model, _resolved, x, x_adv, batch_size)
     _sync(model)
     elapsed = time.perf_counter() - start
@@ -210,14 +232,14 @@ class StabilityResult:
             "std_criticality": [round_sig(float(v), 8) for v in std_c],
             "mean_time_s": round(self.mean_time_s, 5),
             "attack": self.attack,
-            "eps": eps_record(self.eps) if self.eps is not None else None,
+            "eps": describe_eps(self.eps) if self.eps is not None else None,
             "selection": self.selection,
             "seed": self.seed,
         })
 
 
 def criticality_stability(model: nn.Module, data, *, batch_size: int = 10, repeats: int = 100,
-                          k: int = 3, seed: int = 0, selection=None,
+                          k: int | None = None, seed: int = 0, selection=None,
                           attack: AttackFn | None = None, eps: float = 8 / 255,
                           steps: int = 10, alpha: float | None = None, input_shape=None,
                           label: str | None = None) -> StabilityResult:
@@ -232,6 +254,7 @@ def criticality_stability(model: nn.Module, data, *, batch_size: int = 10, repea
         raise ValueError(f"batch_size must be in [1, {len(x)}] (the data size), got {batch_size}")
     _, resolved = resolve_layers(model, selection, DEFAULT_SELECTION,
                                  data_shape(model, x, input_shape))
+    k = check_k(k, len(resolved.names))
     generator = torch.Generator().manual_seed(int(seed))
     tops, crits, times, record = [], [], [], None
     for r in range(repeats):

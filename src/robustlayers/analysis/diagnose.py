@@ -18,14 +18,19 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    data_shape, eps_record, jsonable, layer_map_rows, resolve_layers, split_data,
+    data_shape, jsonable, layer_map_rows, resolve_layers, split_data,
 )
-from robustlayers.analysis.criticality import criticality, criticality_stability
+from robustlayers.analysis.criticality import (
+    DEFAULT_SELECTION as CRITICALITY_SELECTION, check_k, criticality, criticality_stability,
+)
 from robustlayers.analysis.filter_norms import filter_norms_family
 from robustlayers.analysis.preactivation import preactivation_corruptions, preactivation_stats
 from robustlayers.analysis.psr import DEFAULT_SELECTION as PSR_SELECTION, compare_psr
-from robustlayers.analysis.quantization import DEFAULT_BETAS, quantization_grid
+from robustlayers.analysis.quantization import (
+    DEFAULT_BETA, DEFAULT_BETAS, quantization_grid,
+)
 from robustlayers.analysis.timing import criticality_epoch_ratio
+from robustlayers.attacks import describe_eps
 
 ANALYSES = ("psr", "criticality", "filter-norms", "quantization", "preact")
 _ALIASES = {"filter_norms": "filter-norms", "filternorms": "filter-norms",
@@ -96,6 +101,21 @@ def _check_conv_selection(models: dict[str, nn.Module], selection: str) -> None:
                              f"filter-norms from the analyses ({err})") from err
 
 
+def _preflight(models: dict[str, nn.Module], chosen, opts: "DiagnoseOptions", x) -> None:
+    """Checks that would otherwise fail only after the earlier analyses' attacks have run."""
+    if "filter-norms" in chosen and opts.selection is not None:
+        _check_conv_selection(models, opts.selection)
+    if "criticality" in chosen and opts.k is not None:
+        for model in models.values():
+            _, resolved = resolve_layers(model, opts.selection, CRITICALITY_SELECTION,
+                                         data_shape(model, x))
+            check_k(opts.k, len(resolved.names))
+    if "quantization" in chosen and float(opts.default_beta) not in map(float, opts.betas):
+        raise ValueError(f"default β {opts.default_beta:g} is not in the β grid "
+                         f"{[float(b) for b in opts.betas]}; add it to the grid or choose one "
+                         f"of the grid's values as the default β")
+
+
 @dataclass(frozen=True)
 class DiagnoseOptions:
     """Settings shared by the analyses of one diagnosis (see :func:`diagnose`)."""
@@ -105,13 +125,14 @@ class DiagnoseOptions:
     seed: int
     psr_steps: int
     crit_steps: int
-    k: int
+    k: int | None
     crit_examples: int | None
     stability_repeats: int
     stability_batch: int
     quant_steps: int
     quant_examples: int | None
     betas: tuple
+    default_beta: float
     eps_grid: tuple
     placements: tuple | None
     preact_module: str | None
@@ -124,27 +145,29 @@ class DiagnoseOptions:
 
 def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection=None,
              n_examples: int | None = 256, seed: int = 0, out_dir=None, eps: float | None = None,
-             dataset: str | None = None, psr_steps: int = 100, crit_steps: int = 10, k: int = 3,
-             crit_examples: int | None = None, stability_repeats: int = 100,
-             stability_batch: int = 10, quant_steps: int = 20,
-             quant_examples: int | None = None, betas=DEFAULT_BETAS, eps_grid=None,
-             placements=None, preact_module: str | None = None, corruption_dir=None,
-             corruptions=None, train_data=None, epoch_batches: int | None = 10,
-             epoch_size: int | None = None, batch_size: int = 128,
-             sources: dict | None = None, log: Callable[[str], None] | None = None) -> dict:
+             dataset: str | None = None, psr_steps: int = 100, crit_steps: int = 10,
+             k: int | None = None, crit_examples: int | None = None,
+             stability_repeats: int = 100, stability_batch: int = 10, quant_steps: int = 20,
+             quant_examples: int | None = None, betas=DEFAULT_BETAS,
+             default_beta: float = DEFAULT_BETA, eps_grid=None, placements=None,
+             preact_module: str | None = None, corruption_dir=None, corruptions=None,
+             train_data=None, epoch_batches: int | None = 10, epoch_size: int | None = None,
+             batch_size: int = 128, sources: dict | None = None,
+             log: Callable[[str], None] | None = None) -> dict:
     """Run ``analyses`` (psr, criticality, filter-norms, quantization, preact) on every model
     with the same ``n_examples`` images of ``data`` (a seeded subset) and return the diagnosis.
 
     ``selection`` (a layer-selection expression) overrides each analysis's default layers
     (PSR: conv outputs; criticality: conv + linear; filter norms: its conv layers).
     ``eps`` defaults to the dataset's default ε (``dataset`` given) else 8/255; ``eps_grid`` (the
-    quantisation δ grid) defaults to ``(eps,)``. ``crit_examples`` / ``quant_examples`` use only
-    the first that many images for the full-batch criticality / the quantisation grid (the
-    costliest analysis). ``train_data`` is what the PGD-AT epoch is timed on (``epoch_batches``
-    batches, extrapolated to ``epoch_size`` = its size; 0 skips timing, None times it all).
-    ``corruption_dir`` adds the final pre-activation mean on CIFAR-10-C (``corruptions``, default
-    all 19 of SPECTRUM §9) to the preact analysis. With ``out_dir`` writes ``diagnosis.json`` and
-    ``report.html`` there.
+    quantisation δ grid) defaults to ``(eps,)``. ``k`` critical layers (1 ≤ k ≤ the selected
+    layers; None = 3 or all when fewer). ``crit_examples`` / ``quant_examples`` use only the first
+    that many images for the full-batch criticality / the quantisation grid (the costliest
+    analysis); ``default_beta`` (one of ``betas``) is the β of the plain-PGD masking demo.
+    ``train_data`` is what the PGD-AT epoch is timed on (``epoch_batches`` batches, extrapolated
+    to ``epoch_size`` = its size; 0 skips timing, None times it all). ``corruption_dir`` adds the
+    final pre-activation mean on CIFAR-10-C (``corruptions``, default all 19 of SPECTRUM §9) to
+    the preact analysis. With ``out_dir`` writes ``diagnosis.json`` and ``report.html`` there.
     """
     say = log or (lambda _msg: None)
     chosen = parse_analyses(analyses)
@@ -160,19 +183,34 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
         psr_steps=psr_steps, crit_steps=crit_steps, k=k, crit_examples=crit_examples,
         stability_repeats=stability_repeats, stability_batch=stability_batch,
         quant_steps=quant_steps, quant_examples=quant_examples, betas=tuple(betas),
+        default_beta=float(default_beta),
         eps_grid=tuple(eps_grid) if eps_grid else (float(eps),),
         placements=tuple(placements) if placements else None, preact_module=preact_module,
         corruption_dir=corruption_dir, corruptions=tuple(corruptions) if corruptions else None,
         epoch_batches=epoch_batches, epoch_size=epoch_size, batch_size=batch_size)
     info = _models_info(models, x, opts.selection, sources or {})
-    if "filter-norms" in chosen and opts.selection is not None:
-        _check_conv_selection(models, opts.selection)
+    _preflight(models, chosen, opts, x)
+    sections, timing = _run_all(chosen, models, x, y, opts, train_data, say)
+    diagnosis = _record(chosen, opts, data, dataset, len(x), len(x_all), info, sections, timing)
+    if out_dir is not None:
+        write_outputs(diagnosis, out_dir)
+    return diagnosis
+
+
+def _run_all(chosen, models, x, y, opts: DiagnoseOptions, train_data, say):
+    """Each chosen analysis' section and its wall-clock seconds."""
     sections, timing = {}, {}
     for name in chosen:
         say(f"diagnose: {name} ...")
         start = time.perf_counter()
         sections[SECTION_KEYS[name]] = _run_one(name, models, x, y, opts, train_data)
         timing[name] = round(time.perf_counter() - start, 3)
+    return sections, timing
+
+
+def _record(chosen, opts: DiagnoseOptions, data, dataset, n: int, n_all: int, info: dict,
+            sections: dict, timing: dict) -> dict:
+    """The diagnosis dict (schema robustlayers.diagnosis/1) with its summary sentences."""
     from robustlayers.provenance import environment
     from robustlayers.report.summary import summarize
 
@@ -180,21 +218,19 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
         "schema": "robustlayers.diagnosis/1",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "analyses_run": list(chosen),
-        "seed": seed,
-        "eps": eps_record(eps),
+        "seed": opts.seed,
+        "eps": describe_eps(opts.eps),
         "selection": opts.selection,
         "options": asdict(opts),
         "data": {"dataset": dataset or getattr(getattr(data, "info", None), "name", None),
-                 "split": getattr(data, "split", None), "n_examples": len(x),
-                 "subset_of": len(x_all), "subset_seed": seed},
+                 "split": getattr(data, "split", None), "n_examples": n,
+                 "subset_of": n_all, "subset_seed": opts.seed},
         "models_info": info,
         "analyses": sections,
         "timing_s": timing,
         "environment": environment(),
     })
     diagnosis["summary"] = summarize(diagnosis)
-    if out_dir is not None:
-        write_outputs(diagnosis, out_dir)
     return diagnosis
 
 
@@ -217,14 +253,16 @@ def _models_info(models, x, selection, sources) -> dict:
 
 def write_outputs(diagnosis: dict, out_dir) -> dict:
     """Write ``diagnosis.json`` and ``report.html`` into ``out_dir``; adds their paths."""
-    from robustlayers.report import write_report
+    from robustlayers.report import REPORT_NAME, write_report
     from robustlayers.runs import atomic_write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = write_report(diagnosis, out)
-    diagnosis["paths"] = {"diagnosis": str(out / "diagnosis.json"), "report": str(report)}
+    diagnosis["paths"] = {"diagnosis": str(out / "diagnosis.json"),
+                          "report": str(out / REPORT_NAME)}
+    # the JSON is the record; the report is drawn from it, so the record goes first
     atomic_write_json(out / "diagnosis.json", diagnosis)
+    write_report(diagnosis, out)
     return diagnosis["paths"]
 
 
@@ -242,8 +280,8 @@ def _run_one(name: str, models, x, y, o: DiagnoseOptions, train_data) -> dict:
             nq = len(x) if o.quant_examples is None else min(len(x), o.quant_examples)
             per_model[label] = quantization_grid(
                 model, x[:nq], y[:nq], placements=o.placements, betas=o.betas,
-                steps=o.quant_steps, eps_grid=o.eps_grid, batch_size=o.batch_size,
-                seed=o.seed, label=label)
+                default_beta=o.default_beta, steps=o.quant_steps, eps_grid=o.eps_grid,
+                batch_size=o.batch_size, seed=o.seed, label=label)
         else:
             per_model[label] = preactivation_stats(model, (x, y), module=o.preact_module,
                                                    batch_size=o.batch_size, seed=o.seed,

@@ -18,16 +18,30 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    chunks, data_shape, eval_mode, histogram, is_activation, jsonable, model_device, quantiles,
-    round_sig, shared_edges, split_data,
+    data_shape, histogram, is_activation, jsonable, quantiles, round_sig, shared_edges,
+    split_data,
 )
+from robustlayers.evaluate.metrics import batches, eval_mode, model_device
+from robustlayers.evaluate.validate import validate_count
 
 
 def final_activation(model: nn.Module, input_shape=None) -> str:
-    """Module path of the last activation module executed on a spatial (N, C, H, W) input —
-    i.e. the final activation before global pooling / the MLP head (ResNet: ``layer4.1.act``;
-    PreAct ResNet / WRN: the top-level ``act``; small CNN: the last ReLU of ``layer2``).
-    Falls back to the last activation executed when none sees a spatial input."""
+    """Module path of the final activation: the input of the last activation module executed on
+    a spatial (N, C, H, W) input, i.e. before global pooling / the MLP head.
+
+    Zoo models declare it (``model.final_activation``: ResNet ``layer4.1.act``, PreAct ResNet /
+    WRN ``act``, small CNN ``layer2.5``) and that name is used as is. Other models are probed
+    with one forward pass; see :func:`probe_final_activation`."""
+    declared = getattr(model, "final_activation", None)
+    if isinstance(declared, str) and declared:
+        return declared
+    return probe_final_activation(model, input_shape)
+
+
+def probe_final_activation(model: nn.Module, input_shape=None) -> str:
+    """For models that do not declare ``final_activation``: run zeros of ``input_shape`` through
+    the model and return the last activation module that saw a spatial input (the last one
+    executed when none did)."""
     shape = tuple(input_shape or getattr(model, "input_shape", ()) or ())
     if not shape:
         raise ValueError("final_activation needs input_shape (C,H,W): the model has no "
@@ -53,77 +67,86 @@ def final_activation(model: nn.Module, input_shape=None) -> str:
     return (spatial or [name for name, _ in order])[-1]
 
 
+class _Moments:
+    """Forward pre-hook that accumulates exact moments of a module's input, per-channel sums and
+    a seeded uniform subsample of about ``max_samples`` values over ``n_images`` images."""
+
+    def __init__(self, n_images: int, max_samples: int, seed: int):
+        self.n_images, self.max_samples = n_images, max_samples
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.sum = self.sumsq = 0.0
+        self.n = self.pos = self.channel_n = 0
+        self.min, self.max = math.inf, -math.inf
+        self.channel_sum, self.quota, self.samples = None, None, []
+
+    def __call__(self, _module, args) -> None:
+        z = args[0].detach().double()
+        self.sum += float(z.sum())
+        self.sumsq += float((z * z).sum())
+        self.n += z.numel()
+        self.pos += int((z > 0).sum())
+        self.min, self.max = min(self.min, float(z.min())), max(self.max, float(z.max()))
+        if z.dim() >= 2:
+            per = z.transpose(0, 1).flatten(1)
+            csum = per.sum(1).cpu()
+            self.channel_sum = csum if self.channel_sum is None else self.channel_sum + csum
+            self.channel_n += per.shape[1]
+        if self.quota is None:
+            self.quota = self.max_samples / max(1, z[0].numel() * self.n_images)
+        flat = z.flatten().cpu()
+        take = min(flat.numel(), math.ceil(self.quota * flat.numel()))
+        self.samples.append(flat[torch.randperm(flat.numel(), generator=self.generator)[:take]]
+                            .float())
+
+    def summary(self, bins: int) -> dict:
+        sample = torch.cat(self.samples).numpy().astype(np.float64)
+        mean = self.sum / self.n
+        edges = shared_edges(sample, bins)
+        channel = (self.channel_sum / self.channel_n).tolist() \
+            if self.channel_sum is not None else []
+        return {
+            "n_values": self.n, "mean": mean,
+            "std": math.sqrt(max(0.0, self.sumsq / self.n - mean * mean)),
+            "min": self.min, "max": self.max, "fraction_positive": self.pos / self.n,
+            "per_channel_mean": [round_sig(v) for v in channel],
+            "quantiles": quantiles(sample),
+            "histogram": {"edges": [round_sig(float(e)) for e in edges],
+                          "counts": histogram(sample, edges)},
+            "n_sampled": int(sample.size),
+        }
+
+
 def preactivation_stats(model: nn.Module, data, *, module: str | None = None,
                         batch_size: int = 256, bins: int = 50, max_samples: int = 200_000,
                         seed: int = 0, input_shape=None, label: str | None = None,
                         source: str = "data") -> dict:
     """Distribution of the input of ``module`` (default: ``final_activation``) over ``data``
-    (TensorData or (x, y)); SPECTRUM Fig. 3 plots its mean."""
+    (TensorData or (x, y)); SPECTRUM Fig. 3 plots its mean. Mean, std, share of positive
+    values and per-channel means are exact; quantiles and the histogram come from a seeded
+    uniform subsample of at most ``max_samples`` values."""
     from robustlayers.layers import resolve_module
 
+    batch_size = validate_count(batch_size, name="batch_size")
     x, _ = split_data(data)
     path = module or final_activation(model, data_shape(model, x, input_shape))
     target = resolve_module(model, path)
     device = model_device(model)
-    generator = torch.Generator().manual_seed(int(seed))
-    state = {"sum": 0.0, "sumsq": 0.0, "n": 0, "pos": 0, "min": math.inf, "max": -math.inf,
-             "channel_sum": None, "channel_n": 0, "samples": [], "quota": None}
-
-    def hook(_m, args):
-        z = args[0].detach().double()
-        state["sum"] += float(z.sum())
-        state["sumsq"] += float((z * z).sum())
-        state["n"] += z.numel()
-        state["pos"] += int((z > 0).sum())
-        state["min"] = min(state["min"], float(z.min()))
-        state["max"] = max(state["max"], float(z.max()))
-        if z.dim() >= 2:
-            per = z.transpose(0, 1).flatten(1)
-            csum = per.sum(1).cpu()
-            state["channel_sum"] = csum if state["channel_sum"] is None \
-                else state["channel_sum"] + csum
-            state["channel_n"] += per.shape[1]
-        if state["quota"] is None:
-            state["quota"] = max_samples / max(1, z[0].numel() * len(x))
-        flat = z.flatten().cpu()
-        take = min(flat.numel(), math.ceil(state["quota"] * flat.numel()))
-        pick = torch.randperm(flat.numel(), generator=generator)[:take]
-        state["samples"].append(flat[pick].float())
-
-    handle = target.register_forward_pre_hook(hook)
+    moments = _Moments(len(x), max_samples, seed)
+    handle = target.register_forward_pre_hook(moments)
     try:
         with eval_mode(model), torch.no_grad():
-            for part in chunks(len(x), batch_size):
+            for part in batches(len(x), batch_size):
                 model(x[part].to(device))
     finally:
         handle.remove()
-    if state["n"] == 0:
+    if moments.n == 0:
         raise ValueError(f"module {path!r} did not run during the forward pass")
-    sample = torch.cat(state["samples"]).numpy().astype(np.float64)
-    mean = state["sum"] / state["n"]
-    var = max(0.0, state["sumsq"] / state["n"] - mean * mean)
-    edges = shared_edges(sample, bins)
-    channel = (state["channel_sum"] / state["channel_n"]).tolist() \
-        if state["channel_sum"] is not None else []
     return jsonable({
         "analysis": "preactivation",
         "equation": "SPECTRUM §6 / Fig. 3 (mean of the final pre-activation features)",
-        "label": label,
-        "module": path,
-        "where": "input",
-        "source": source,
+        "label": label, "module": path, "where": "input", "source": source,
         "n_images": len(x),
-        "n_values": state["n"],
-        "mean": mean,
-        "std": math.sqrt(var),
-        "min": state["min"],
-        "max": state["max"],
-        "fraction_positive": state["pos"] / state["n"],
-        "per_channel_mean": [round_sig(v) for v in channel],
-        "quantiles": quantiles(sample),
-        "histogram": {"edges": [round_sig(float(e)) for e in edges],
-                      "counts": histogram(sample, edges)},
-        "n_sampled": int(sample.size),
+        **moments.summary(bins),
         "sampling": f"uniform subsample of at most {max_samples} values (seed {seed}) "
                     "for quantiles and histogram; mean/std/fraction_positive are exact",
         "seed": seed,

@@ -20,11 +20,13 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    QUANTILE_LEVELS, AttackFn, accuracy, attack_batched, attack_eps, attack_record, chunks,
-    data_shape, eps_record,
-    eval_mode, histogram, jsonable, make_pgd, model_device, quantiles, resolve_layers,
-    round_sig, selection_record, shared_edges, to_db,
+    QUANTILE_LEVELS, AttackFn, attack_eps, attack_record, data_shape, histogram, jsonable,
+    make_pgd, quantiles, resolve_layers, round_sig, selection_record, shared_edges, to_db,
 )
+from robustlayers.attacks import describe_eps
+from robustlayers.evaluate.metrics import batches, clean_metrics, eval_mode, model_device
+from robustlayers.evaluate.robust import run_attack
+from robustlayers.evaluate.validate import validate_count
 
 DB_FORM = "20*log10(mean ratio)"
 DEFAULT_SELECTION = "kind:conv"
@@ -123,7 +125,7 @@ class PSRResult:
             "quantile_levels": list(QUANTILE_LEVELS),
             "n_images": self.n_images,
             "attack": self.attack,
-            "eps": eps_record(self.eps) if self.eps is not None else None,
+            "eps": describe_eps(self.eps) if self.eps is not None else None,
             "selection": self.selection,
             "seed": self.seed,
             "clean_accuracy": self.clean_accuracy,
@@ -163,16 +165,17 @@ def psr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection=None,
     """
     from robustlayers.layers import capture
 
+    batch_size = validate_count(batch_size, name="batch_size")
     keys = tuple(dict.fromkeys(_norm_key(p) for p in norms))
     shape = data_shape(model, x, input_shape)
     _, resolved = resolve_layers(model, selection, DEFAULT_SELECTION, shape)
     if attack is None:
         attack = default_psr_attack(eps, steps=steps, alpha=alpha, seed=seed)
-    x_adv = attack_batched(attack, model, x, y, batch_size)
+    x_adv, _, _ = run_attack(model, attack, x, y, batch_size=batch_size)
     device = model_device(model)
     per_key = {k: [[] for _ in resolved.names] for k in keys}
     with eval_mode(model), torch.no_grad():
-        for part in chunks(len(x), batch_size):
+        for part in batches(len(x), batch_size):
             clean = capture(model, resolved, x[part].to(device))
             adv = capture(model, resolved, x_adv[part].to(device))
             for i, name in enumerate(resolved.names):
@@ -184,8 +187,9 @@ def psr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection=None,
         layers=tuple(resolved.names), kinds=tuple(info.kind for info in resolved.layers),
         ratios=ratios, attack=attack_record(attack), selection=selection_record(resolved),
         seed=int(seed), eps=attack_eps(attack),
-        clean_accuracy=accuracy(model, x, y, batch_size),
-        adversarial_accuracy=accuracy(model, x_adv, y, batch_size), label=label, bins=bins,
+        clean_accuracy=clean_metrics(model, x, y, batch_size=batch_size)["accuracy"],
+        adversarial_accuracy=clean_metrics(model, x_adv, y, batch_size=batch_size)["accuracy"],
+        label=label, bins=bins,
     )
 
 
@@ -249,13 +253,17 @@ def compare_psr(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, 
     (3 dB by default: the perturbation-to-signal amplitude ratio differs by a factor √2)."""
     if not models:
         raise ValueError("compare_psr needs at least one model")
+    gap_key = _norm_key(gap_norm)
+    computed = tuple(dict.fromkeys(_norm_key(p) for p in norms))
+    if gap_key not in computed:
+        raise ValueError(f"gap_norm {gap_norm!r} is not among the computed norms "
+                         f"{', '.join(computed)}; choose one of them or add it to norms")
     results = {}
     for label, model in models.items():
         results[label] = psr(model, x, y, selection=selection, attack=attack, eps=eps,
                              steps=steps, alpha=alpha, norms=norms, batch_size=batch_size,
                              seed=seed, input_shape=input_shape, bins=bins, label=label)
     labels = list(results)
-    gap_key = _norm_key(gap_norm)
     gaps = [psr_gap(results[labels[0]], results[other], threshold_db=threshold_db, p=gap_key)
-            for other in labels[1:] if gap_key in results[other].ratios]
+            for other in labels[1:]]
     return PSRComparison(results=results, gaps=gaps, threshold_db=threshold_db, norm=gap_key)

@@ -13,11 +13,13 @@ forward hook (output of a module) or forward pre-hook (input of a module). Place
 * ``input:PATH`` / ``output:PATH`` / ``PATH`` — the input / output of any module path.
 
 Evaluation (SPECTRUM §4): clean accuracy; BPDA_δ — PGD-20 on the quantised model whose
-quantiser has a straight-through (identity) backward, same ε and α rule as the model, random
-start; Transfer-PGD_δ-20 — PGD-20 on the unquantised model, adversarial images quantised to 8 bit,
-evaluated on the quantised model; next to the unquantised model's clean and PGD-20 accuracy.
-Plain PGD on the quantised model (true ⌊·⌋ gradient = 0) is reported at the default β as a
-gradient-masking demonstration: its accuracy is *not* a robustness number.
+quantiser has a straight-through (identity) backward, "same ε and α as the model" (SPEC §9:
+SPECTRUM trains with α = (2/255)·ε/8 = ε/4), random start, the images then scored on the true
+⌊·⌋ forward; Transfer-PGD_δ-20 — SPECTRUM's test PGD-20 (α = ε/10, SPEC §9) on the unquantised
+model, adversarial images quantised to 8 bit, evaluated on the quantised model; next to the
+unquantised model's clean and PGD-20 accuracy (the same test attack). Plain PGD on the quantised
+model (true ⌊·⌋ gradient = 0; BPDA's α, so only the backward differs) is reported at the default
+β as a gradient-masking demonstration: its accuracy is *not* a robustness number.
 Best placement = the (placement, β) with the highest BPDA accuracy averaged over the δ grid
 (ties: higher transfer accuracy, then higher clean accuracy).
 """
@@ -32,32 +34,25 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    accuracy, attack_batched, attack_record, data_shape, eps_record, is_activation, jsonable,
-    make_pgd, split_data,
+    attack_record, data_shape, is_activation, jsonable, make_pgd, split_data,
 )
+from robustlayers.attacks import describe_eps, quantize_8bit, straight_through
+from robustlayers.evaluate.metrics import clean_metrics
+from robustlayers.evaluate.robust import run_attack
+from robustlayers.evaluate.validate import validate_count
 
 DEFAULT_BETAS = (4, 6, 8, 10, 12)
 DEFAULT_BETA = 8
-ALPHA_OVER_EPS = 0.25   # SPECTRUM trains with α = (2/255)·ε/8 = ε/4
+BPDA_ALPHA_OVER_EPS = 0.25   # BPDA: "same ε and α as the model"; SPECTRUM trains with ε/4
+TEST_ALPHA_OVER_EPS = 0.1    # SPECTRUM's test PGD-20: α = ε/10 (SPEC §9)
 _PASSIVE = {"maxpool2d", "avgpool2d", "adaptiveavgpool2d", "adaptivemaxpool2d", "dropout",
             "dropout2d", "flatten", "identity"}
 
 
-class _FloorStraightThrough(torch.autograd.Function):
-    """Forward ⌊βx⌋/β exactly; backward identity (BPDA, SPECTRUM §4 / Athalye et al.)."""
-
-    @staticmethod
-    def forward(ctx, x, beta):
-        return torch.floor(x * beta) / beta
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
 class Quantizer(nn.Module):
     """q(x) = ⌊βx⌋/β (SPECTRUM §4). ``straight_through=True`` keeps the forward values and makes
-    the backward the identity (for BPDA); otherwise autograd sees ⌊·⌋ (zero gradient)."""
+    the backward the identity (BPDA, via robustlayers.attacks.straight_through); otherwise
+    autograd sees ⌊·⌋ (zero gradient)."""
 
     def __init__(self, beta: float, straight_through: bool = False):
         super().__init__()
@@ -66,10 +61,14 @@ class Quantizer(nn.Module):
         self.beta = float(beta)
         self.straight_through = bool(straight_through)
 
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """⌊βx⌋/β with autograd's own (zero) gradient."""
+        return torch.floor(x * self.beta) / self.beta
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.straight_through:
-            return _FloorStraightThrough.apply(x, self.beta)
-        return torch.floor(x * self.beta) / self.beta
+            return straight_through(self.quantize)(x)
+        return self.quantize(x)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta:g}, straight_through={self.straight_through}"
@@ -193,85 +192,143 @@ def _mean_over(values: dict) -> float:
     return float(np.mean(list(values.values()))) if values else float("nan")
 
 
-def quantization_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, placements=None,
-                      betas=DEFAULT_BETAS, eps_grid=(8 / 255,), steps: int = 20,
-                      alpha_over_eps: float = ALPHA_OVER_EPS, default_beta: float = DEFAULT_BETA,
-                      batch_size: int = 128, seed: int = 0, input_shape=None,
-                      label: str | None = None) -> dict:
-    """Clean / BPDA_δ / Transfer-PGD_δ-20 accuracy for every placement × β × δ (SPECTRUM §4,
-    App. C), the unquantised baseline, the plain-PGD gradient-masking demo at ``default_beta``,
-    and the best placement (highest mean BPDA accuracy). Returns a JSON-able dict."""
-    from robustlayers.attacks import quantize_8bit
+@dataclass(frozen=True)
+class GridAttacks:
+    """The PGD attacks of the grid: ``test`` (SPECTRUM's test PGD, α = test_alpha_over_eps·ε)
+    for the unquantised baseline and the transfer images; ``bpda`` (α = bpda_alpha_over_eps·ε,
+    "same ε and α as the model") for BPDA and the plain-PGD masking demo."""
 
+    steps: int
+    test_alpha_over_eps: float
+    bpda_alpha_over_eps: float
+    seed: int
+
+    def test(self, eps: float):
+        return make_pgd(eps, steps=self.steps, alpha=self.test_alpha_over_eps * eps,
+                        seed=self.seed)
+
+    def bpda(self, eps: float):
+        return make_pgd(eps, steps=self.steps, alpha=self.bpda_alpha_over_eps * eps,
+                        seed=self.seed)
+
+    def record(self, eps: float, default_beta: float) -> dict:
+        return {
+            "bpda": {"attack": attack_record(self.bpda(eps)),
+                     "backward": "straight-through (identity) through the quantiser",
+                     "scored_on": "the quantised model (true floor forward)",
+                     "alpha_over_eps": self.bpda_alpha_over_eps,
+                     "alpha_rule": "same eps and alpha as the model (SPECTRUM trains with eps/4)"},
+            "transfer": {"source": "the unquantised model",
+                         "attack": attack_record(self.test(eps)),
+                         "alpha_over_eps": self.test_alpha_over_eps,
+                         "alpha_rule": "SPECTRUM's test PGD-20: alpha = eps/10",
+                         "images": "quantised to 8 bit before the quantised model"},
+            "baseline_pgd": {"model": "the unquantised model",
+                             "attack": attack_record(self.test(eps)),
+                             "alpha_over_eps": self.test_alpha_over_eps},
+            "pgd_masked": {"attack": attack_record(self.bpda(eps)),
+                           "alpha_over_eps": self.bpda_alpha_over_eps,
+                           "note": "true floor gradient (zero): gradient masking demo, "
+                                   f"beta={default_beta:g} only; not a robustness number"},
+        }
+
+
+# two adapters over the shared evaluation code (no logic of their own), to keep the grid short
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    return clean_metrics(model, x, y, batch_size=batch_size)["accuracy"]
+
+
+def _adversarial(attack, model, x, y, batch_size: int) -> torch.Tensor:
+    return run_attack(model, attack, x, y, batch_size=batch_size)[0]
+
+
+def _check_grid(betas, eps_grid, default_beta) -> None:
     if not betas:
         raise ValueError("betas must name at least one β")
     if not eps_grid or any(e <= 0 for e in eps_grid):
         raise ValueError(f"eps_grid must be non-empty with ε > 0, got {list(eps_grid)}")
+    if float(default_beta) not in [float(b) for b in betas]:
+        raise ValueError(f"default_beta {default_beta:g} is not in betas "
+                         f"{[float(b) for b in betas]}; choose one of them or add it to betas")
+
+
+def _baseline(model, x, y, eps_grid, attacks: GridAttacks, batch_size: int):
+    """Unquantised clean and test-PGD accuracy, and the 8-bit transfer images per ε."""
+    base = {"clean_accuracy": _accuracy(model, x, y, batch_size), "pgd": {}}
+    transfer_images = {}
+    for eps in eps_grid:
+        x_adv = _adversarial(attacks.test(eps), model, x, y, batch_size)
+        base["pgd"][_delta_key(eps)] = _accuracy(model, x_adv, y, batch_size)
+        transfer_images[eps] = quantize_8bit(x_adv)
+    return base, transfer_images
+
+
+def _cell(model, x, y, place: Placement, beta: float, eps_grid, attacks: GridAttacks,
+          transfer_images: dict, masked_demo: bool, batch_size: int) -> dict:
+    """Clean, Transfer-PGD_δ and BPDA_δ accuracy (and the plain-PGD demo) of one (placement, β).
+    BPDA images are crafted through the straight-through quantiser and scored on the true one."""
+    cell = {"placement": place.spec, "beta": float(beta), "bpda": {}, "transfer": {},
+            "pgd_masked": {} if masked_demo else None}
+    with quantized(model, place, beta):
+        cell["clean_accuracy"] = _accuracy(model, x, y, batch_size)
+        for eps in eps_grid:
+            cell["transfer"][_delta_key(eps)] = _accuracy(model, transfer_images[eps], y,
+                                                          batch_size)
+            if masked_demo:
+                x_m = _adversarial(attacks.bpda(eps), model, x, y, batch_size)
+                cell["pgd_masked"][_delta_key(eps)] = _accuracy(model, x_m, y, batch_size)
+    for eps in eps_grid:
+        with quantized(model, place, beta, straight_through=True):
+            x_b = _adversarial(attacks.bpda(eps), model, x, y, batch_size)
+        with quantized(model, place, beta):
+            cell["bpda"][_delta_key(eps)] = _accuracy(model, x_b, y, batch_size)
+    return cell
+
+
+def _score(cell: dict):
+    return (_mean_over(cell["bpda"]), _mean_over(cell["transfer"]), cell["clean_accuracy"])
+
+
+def quantization_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, placements=None,
+                      betas=DEFAULT_BETAS, eps_grid=(8 / 255,), steps: int = 20,
+                      bpda_alpha_over_eps: float = BPDA_ALPHA_OVER_EPS,
+                      test_alpha_over_eps: float = TEST_ALPHA_OVER_EPS,
+                      default_beta: float = DEFAULT_BETA, batch_size: int = 128, seed: int = 0,
+                      input_shape=None, label: str | None = None) -> dict:
+    """Clean / BPDA_δ / Transfer-PGD_δ-20 accuracy for every placement × β × δ (SPECTRUM §4,
+    App. C), the unquantised baseline, the plain-PGD gradient-masking demo at ``default_beta``
+    (which must be one of ``betas``), and the best placement (highest mean BPDA accuracy).
+    BPDA uses α = ``bpda_alpha_over_eps``·ε; the baseline and transfer attacks α =
+    ``test_alpha_over_eps``·ε (SPEC §9). Returns a JSON-able dict."""
+    _check_grid(betas, eps_grid, default_beta)
+    batch_size = validate_count(batch_size, name="batch_size")
     specs = list(placements) if placements else default_placements(model)
     shape = data_shape(model, x, input_shape)
     resolved = [resolve_placement(model, s, input_shape=shape) for s in specs]
-    demo_beta = default_beta if default_beta in betas else betas[0]
-
-    def pgd(eps):
-        return make_pgd(eps, steps=steps, alpha=alpha_over_eps * eps, seed=seed)
-
-    base = {"clean_accuracy": accuracy(model, x, y, batch_size), "pgd": {}}
-    transfer_images = {}
-    for eps in eps_grid:
-        x_adv = attack_batched(pgd(eps), model, x, y, batch_size)
-        base["pgd"][_delta_key(eps)] = accuracy(model, x_adv, y, batch_size)
-        transfer_images[eps] = quantize_8bit(x_adv)
-    cells = []
-    for place in resolved:
-        for beta in betas:
-            cell = {"placement": place.spec, "beta": float(beta), "bpda": {}, "transfer": {},
-                    "pgd_masked": None}
-            with quantized(model, place, beta):
-                cell["clean_accuracy"] = accuracy(model, x, y, batch_size)
-                for eps in eps_grid:
-                    cell["transfer"][_delta_key(eps)] = accuracy(
-                        model, transfer_images[eps], y, batch_size)
-                if beta == demo_beta:
-                    cell["pgd_masked"] = {}
-                    for eps in eps_grid:
-                        x_m = attack_batched(pgd(eps), model, x, y, batch_size)
-                        cell["pgd_masked"][_delta_key(eps)] = accuracy(model, x_m, y, batch_size)
-            for eps in eps_grid:
-                with quantized(model, place, beta, straight_through=True):
-                    x_b = attack_batched(pgd(eps), model, x, y, batch_size)
-                with quantized(model, place, beta):
-                    cell["bpda"][_delta_key(eps)] = accuracy(model, x_b, y, batch_size)
-            cells.append(cell)
-
-    def score(cell):
-        return (_mean_over(cell["bpda"]), _mean_over(cell["transfer"]), cell["clean_accuracy"])
-
-    best = max(cells, key=score)
-    best_default = max((c for c in cells if c["beta"] == float(demo_beta)), key=score)
+    attacks = GridAttacks(int(steps), float(test_alpha_over_eps), float(bpda_alpha_over_eps),
+                          int(seed))
+    base, transfer_images = _baseline(model, x, y, eps_grid, attacks, batch_size)
+    cells = [_cell(model, x, y, place, beta, eps_grid, attacks, transfer_images,
+                   float(beta) == float(default_beta), batch_size)
+             for place in resolved for beta in betas]
+    best = max(cells, key=_score)
+    best_default = max((c for c in cells if c["beta"] == float(default_beta)), key=_score)
     return jsonable({
         "analysis": "quantization",
         "equation": "SPECTRUM §4: q(x) = floor(beta*x)/beta",
         "label": label,
         "placements": [asdict(p) for p in resolved],
         "betas": [float(b) for b in betas],
-        "default_beta": float(demo_beta),
-        "eps_grid": [dict(eps_record(e), key=_delta_key(e)) for e in eps_grid],
+        "default_beta": float(default_beta),
+        "eps_grid": [dict(describe_eps(e), key=_delta_key(e)) for e in eps_grid],
+        "bpda_alpha_over_eps": attacks.bpda_alpha_over_eps,
+        "test_alpha_over_eps": attacks.test_alpha_over_eps,
         "baseline": base,
         "cells": cells,
         "best": _best_record(best, base),
         "best_at_default_beta": _best_record(best_default, base),
         "best_rule": "highest BPDA accuracy averaged over the eps grid; ties: transfer, clean",
-        "attacks": {
-            "bpda": {"attack": attack_record(pgd(eps_grid[0])),
-                     "backward": "straight-through (identity) through the quantiser",
-                     "alpha_over_eps": alpha_over_eps},
-            "transfer": {"source": "the unquantised model",
-                         "attack": attack_record(pgd(eps_grid[0])),
-                         "images": "quantised to 8 bit before the quantised model"},
-            "pgd_masked": {"attack": attack_record(pgd(eps_grid[0])),
-                           "note": "true floor gradient (zero): gradient masking demo, "
-                                   f"beta={demo_beta:g} only; not a robustness number"},
-        },
+        "attacks": attacks.record(eps_grid[0], float(default_beta)),
         "n_examples": len(x),
         "seed": seed,
     })

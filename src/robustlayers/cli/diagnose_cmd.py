@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from robustlayers.analysis.diagnose import ANALYSES, diagnose, parse_analyses
-from robustlayers.analysis.quantization import DEFAULT_BETAS
+from robustlayers.analysis.quantization import DEFAULT_BETA, DEFAULT_BETAS
 
 
 def add_parser(subparsers):
@@ -22,13 +22,23 @@ def add_parser(subparsers):
         "pre-activations) of trained models, as an HTML report",
         description="Run the layer analyses of SPEC §4 on one model or compare several on the "
         "same images; writes diagnosis.json and a self-contained report.html.")
+    _add_model_args(parser)
+    _add_analysis_args(parser)
+    _add_quantization_args(parser)
+    _add_output_args(parser)
+    return parser
+
+
+def _add_model_args(parser) -> None:
+    """Which models, and which images they are analysed on."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", metavar="RUN_DIR",
                         help="a run directory from `robustlayers train`")
     source.add_argument("--checkpoint", metavar="FILE", help="weights file (needs --model)")
     parser.add_argument("--model", help="zoo model name for --checkpoint / checkpoint --compare")
     parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR_OR_CHECKPOINT",
-                        help="more models to compare on the same images")
+                        help="more models to compare on the same images (trained on the same "
+                        "dataset)")
     parser.add_argument("--label", action="append", default=[], metavar="NAME",
                         help="label of each model in order (repeat); default: run/file name")
     parser.add_argument("--which", default="best", choices=("best", "last"),
@@ -37,33 +47,30 @@ def add_parser(subparsers):
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
     parser.add_argument("--split", default="test", choices=("test", "train"),
                         help="split the analysed images come from (default test)")
+    parser.add_argument("--n-examples", type=int, default=256,
+                        help="images analysed (seeded subset; default 256)")
+
+
+def _add_analysis_args(parser) -> None:
+    """Analyses, layers, attack budgets and the criticality / PSR settings."""
     parser.add_argument("--select", metavar="EXPR", default=None,
                         help="layer selection for PSR / criticality / filter norms "
                         "(default: kind:conv, kind:conv,linear, kind:conv)")
     parser.add_argument("--analyses", default=",".join(ANALYSES),
                         help=f"comma-separated subset of {','.join(ANALYSES)} (default all)")
-    parser.add_argument("--n-examples", type=int, default=256,
-                        help="images analysed (seeded subset; default 256)")
     parser.add_argument("--eps", nargs="+", default=None, metavar="EPS",
                         help="attack ε like 8/255 or 0.1 (default: the dataset's); several "
                         "values form the quantisation δ grid, the first is used elsewhere")
     parser.add_argument("--psr-steps", type=int, default=100, help="PGD steps for PSR (EARLY: 100)")
     parser.add_argument("--crit-steps", type=int, default=10,
                         help="PGD steps for criticality (CLAT: 10)")
-    parser.add_argument("--quant-steps", type=int, default=20,
-                        help="PGD steps for BPDA / transfer (SPECTRUM: 20)")
-    parser.add_argument("--quant-examples", type=int, default=None,
-                        help="images for the quantisation grid (default: all --n-examples)")
     parser.add_argument("--stability-repeats", type=int, default=100,
                         help="random batches for criticality stability (0 = skip)")
     parser.add_argument("--stability-batch", type=int, default=10,
                         help="batch size of each stability repeat (CLAT: 10)")
-    parser.add_argument("--top-k", type=int, default=3, help="number of critical layers")
-    parser.add_argument("--betas", default=",".join(str(b) for b in DEFAULT_BETAS),
-                        help="quantiser β grid (default 4,6,8,10,12)")
-    parser.add_argument("--placements", default=None,
-                        help="comma-separated quantiser placements (default conv0 + stages), "
-                        "e.g. conv0,layer1 or input:layer1.1.act")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="number of critical layers, 1 to the number of selected layers "
+                        "(default 3, or all when fewer are selected)")
     parser.add_argument("--preact-module", default=None,
                         help="module whose input is the final pre-activation (default: auto)")
     parser.add_argument("--corruption-dir", default=None,
@@ -74,13 +81,30 @@ def add_parser(subparsers):
     parser.add_argument("--epoch-batches", type=int, default=10,
                         help="batches timed for the PGD-AT epoch, extrapolated to the train set "
                         "(0 = skip timing, -1 = a full epoch)")
+
+
+def _add_quantization_args(parser) -> None:
+    parser.add_argument("--quant-steps", type=int, default=20,
+                        help="PGD steps for BPDA / transfer (SPECTRUM: 20)")
+    parser.add_argument("--quant-examples", type=int, default=None,
+                        help="images for the quantisation grid (default: all --n-examples)")
+    parser.add_argument("--betas", default=",".join(str(b) for b in DEFAULT_BETAS),
+                        help="quantiser β grid (default 4,6,8,10,12)")
+    parser.add_argument("--default-beta", type=float, default=DEFAULT_BETA,
+                        help=f"β of the plain-PGD masking demo; must be in --betas "
+                        f"(default {DEFAULT_BETA})")
+    parser.add_argument("--placements", default=None,
+                        help="comma-separated quantiser placements (default conv0 + stages), "
+                        "e.g. conv0,layer1 or input:layer1.1.act")
+
+
+def _add_output_args(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="diagnosis", help="output folder (default ./diagnosis)")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON summary (paths + sentences) instead of text")
-    return parser
 
 
 def _load_one(spec: str, *, model_name, dataset, which):
@@ -126,9 +150,66 @@ def _csv(text: str | None, cast=str) -> list | None:
         raise ValueError(f"cannot parse {text!r} as a comma-separated list of numbers") from None
 
 
+def _betas(text: str, default_beta: float) -> list[float]:
+    """The β grid of --betas; it must be non-empty and contain --default-beta."""
+    betas = _csv(text, float)
+    if not betas:
+        raise ValueError(f"--betas {text!r} names no β; give a comma-separated list such as "
+                         f"{','.join(str(b) for b in DEFAULT_BETAS)}")
+    if default_beta not in betas:
+        raise ValueError(f"--default-beta {default_beta:g} is not in --betas {betas}; add it to "
+                         f"--betas or pass --default-beta with one of them")
+    return betas
+
+
 def _positive(name: str, value: int, *, allow_zero: bool = False) -> None:
     if value < (0 if allow_zero else 1):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}, got {value}")
+
+
+def _check_args(args) -> None:
+    for name in ("n_examples", "psr_steps", "crit_steps", "quant_steps", "stability_batch",
+                 "batch_size"):
+        _positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.top_k is not None:
+        _positive("--top-k", args.top_k)
+    _positive("--stability-repeats", args.stability_repeats, allow_zero=True)
+    if args.checkpoint and not args.model:
+        raise ValueError("--checkpoint needs --model NAME (the architecture of the weights)")
+
+
+def _same_dataset(dataset: str | None, loaded: list) -> str:
+    """The dataset of the analysis: ``--dataset`` or the first run's. Every run directory must
+    have been trained on it (checkpoint files record none)."""
+    from robustlayers.data import get_dataset_info
+
+    recorded = [(spec, config.get("dataset")) for _, config, _, spec in loaded
+                if config is not None and config.get("dataset")]
+    chosen = dataset or (recorded[0][1] if recorded else None)
+    if not chosen:
+        raise ValueError("--dataset is required (the runs do not record one)")
+    name = get_dataset_info(chosen).name
+    for spec, trained_on in recorded:
+        if get_dataset_info(trained_on).name != name:
+            source = "--dataset" if dataset else f"the first run, {recorded[0][0]}"
+            raise ValueError(f"{spec} was trained on {trained_on!r} but the analysis uses "
+                             f"{name!r} (from {source}); compare models trained on the same "
+                             f"dataset")
+    return name
+
+
+def _load_models(args):
+    """(models by label, sources by label, dataset name) for --run/--checkpoint + --compare."""
+    loaded, dataset = [], args.dataset
+    for spec in [args.run or args.checkpoint, *args.compare]:
+        model, config, label = _load_one(spec, model_name=args.model, dataset=dataset,
+                                         which=args.which)
+        dataset = dataset or (config or {}).get("dataset")    # checkpoints use the first run's
+        loaded.append((model, config, label, spec))
+    dataset = _same_dataset(args.dataset, loaded)
+    labels = _labels([item[2] for item in loaded], args.label)
+    models = {label: item[0].to(args.device).eval() for label, item in zip(labels, loaded)}
+    return models, {label: str(item[3]) for label, item in zip(labels, loaded)}, dataset
 
 
 def run(args) -> int:
@@ -136,31 +217,14 @@ def run(args) -> int:
     from robustlayers.data import get_dataset_info, load_dataset
 
     analyses = parse_analyses(args.analyses)
-    for name in ("n_examples", "psr_steps", "crit_steps", "quant_steps", "top_k",
-                 "stability_batch", "batch_size"):
-        _positive("--" + name.replace("_", "-"), getattr(args, name))
-    _positive("--stability-repeats", args.stability_repeats, allow_zero=True)
-    primary = args.run or args.checkpoint
-    if args.checkpoint and not args.model:
-        raise ValueError("--checkpoint needs --model NAME (the architecture of the weights)")
-    loaded = []
-    dataset = args.dataset
-    for spec in [primary, *args.compare]:
-        model, config, label = _load_one(spec, model_name=args.model, dataset=dataset,
-                                         which=args.which)
-        if dataset is None and config is not None:
-            dataset = config.get("dataset")
-        loaded.append((model, config, label, spec))
-    if not dataset:
-        raise ValueError("--dataset is required (the runs do not record one)")
-    info = get_dataset_info(dataset)
-    labels = _labels([item[2] for item in loaded], args.label)
-    models = {label: item[0].to(args.device).eval() for label, item in zip(labels, loaded)}
-    eps_values = [parse_eps(e) for e in args.eps] if args.eps else [info.default_eps]
+    _check_args(args)
+    betas = _betas(args.betas, args.default_beta)
+    models, sources, dataset = _load_models(args)
+    eps_values = [parse_eps(e) for e in args.eps] if args.eps else \
+        [get_dataset_info(dataset).default_eps]
     data = load_dataset(dataset, args.split, data_dir=args.data_dir)
     train_data = None
-    timing = "criticality" in analyses and args.epoch_batches != 0
-    if timing:
+    if "criticality" in analyses and args.epoch_batches != 0:
         train_data = data if args.split == "train" else load_dataset(
             dataset, "train", data_dir=args.data_dir)
     log = (lambda msg: print(msg, file=sys.stderr)) if not args.json else None
@@ -169,16 +233,19 @@ def run(args) -> int:
         seed=args.seed, out_dir=args.out, eps=eps_values[0], dataset=dataset,
         psr_steps=args.psr_steps, crit_steps=args.crit_steps, k=args.top_k,
         stability_repeats=args.stability_repeats, stability_batch=args.stability_batch,
-        quant_steps=args.quant_steps, quant_examples=args.quant_examples,
-        betas=_csv(args.betas, float) or DEFAULT_BETAS,
-        eps_grid=eps_values, placements=_csv(args.placements),
+        quant_steps=args.quant_steps, quant_examples=args.quant_examples, betas=betas,
+        default_beta=args.default_beta, eps_grid=eps_values, placements=_csv(args.placements),
         preact_module=args.preact_module, corruption_dir=args.corruption_dir,
         corruptions=_csv(args.corruptions), train_data=train_data,
         epoch_batches=(None if args.epoch_batches < 0 else args.epoch_batches),
-        batch_size=args.batch_size,
-        sources={label: str(item[3]) for label, item in zip(labels, loaded)}, log=log)
+        batch_size=args.batch_size, sources=sources, log=log)
+    _print_result(diagnosis, list(models), analyses, as_json=args.json)
+    return 0
+
+
+def _print_result(diagnosis: dict, labels: list[str], analyses, *, as_json: bool) -> None:
     paths = diagnosis["paths"]
-    if args.json:
+    if as_json:
         from robustlayers.cli.common import print_json
 
         print_json({"report": paths["report"], "diagnosis": paths["diagnosis"],
@@ -188,4 +255,3 @@ def run(args) -> int:
         for sentence in diagnosis["summary"]:
             print(f"- {sentence}")
         print(paths["report"])
-    return 0

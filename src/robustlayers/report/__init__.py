@@ -4,13 +4,13 @@
     write_report(diagnosis, "out/")     # -> out/report.html (+ one PNG per analysis)
 """
 
-from robustlayers.report.html import SECTIONS, write_report
+from robustlayers.report.html import REPORT_NAME, SECTIONS, write_report
 from robustlayers.report.plots import (
     plot_criticality, plot_filter_norms, plot_preactivation, plot_psr, plot_quantization,
 )
 from robustlayers.report.summary import summarize
 
 __all__ = [
-    "SECTIONS", "plot_criticality", "plot_filter_norms", "plot_preactivation", "plot_psr",
-    "plot_quantization", "summarize", "write_report",
+    "REPORT_NAME", "SECTIONS", "plot_criticality", "plot_filter_norms", "plot_preactivation",
+    "plot_psr", "plot_quantization", "summarize", "write_report",
 ]

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from robustlayers.report import plots
 from robustlayers.report.summary import summarize
+from robustlayers.runs.atomic import atomic_write_text
+
+REPORT_NAME = "report.html"
 
 SECTIONS = (
     ("summary", "Summary"),
@@ -160,6 +163,8 @@ def _quant_body(section: dict, figure: str) -> str:
         out += (f"<h3>{_e(label)}</h3><p class=\"note\">Unquantised: clean "
                 f"{_e(_fmt(q['baseline']['clean_accuracy']))}, PGD "
                 f"{_e(', '.join(f'{k}: {_fmt(v)}' for k, v in q['baseline']['pgd'].items()))}. "
+                f"Step sizes: BPDA α = {_e(_fmt(q.get('bpda_alpha_over_eps')))}·ε, transfer and "
+                f"unquantised PGD α = {_e(_fmt(q.get('test_alpha_over_eps')))}·ε. "
                 f"Placements: {_e(places)}. Best: {_e(q['best_rule'])}.</p>"
                 + _table(headers, rows, classes=classes))
     return out
@@ -256,8 +261,8 @@ def write_report(diagnosis: dict, out_dir) -> Path:
             f"<h1>{_e('Layer diagnosis: ' + labels)}</h1>"
             f'<p class="meta">{_e(_meta_line(diagnosis))}</p><nav>{nav}</nav>{sections}'
             f"</body></html>\n")
-    path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    path = out_dir / REPORT_NAME
+    atomic_write_text(path, page)
     return path
 
 
