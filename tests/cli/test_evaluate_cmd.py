@@ -2,17 +2,17 @@
 import json
 
 import pytest
+import torch
 
+from robustlayers.builders import build_model
 from robustlayers.cli.main import main
-from robustlayers.data import get_dataset_info
-from robustlayers.models import create_model, save_weights
+from robustlayers.models import save_weights
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    info = get_dataset_info("fashion-mnist")
-    model = create_model("smallcnn", num_classes=10, in_channels=1, input_size=28,
-                         mean=info.mean, std=info.std, seed=0)
+    torch.manual_seed(0)
+    model = build_model("smallcnn", "fashion-mnist")
     path = tmp_path_factory.mktemp("ckpt") / "smallcnn.safetensors"
     save_weights(model, path)
     return str(path)
@@ -61,14 +61,11 @@ def test_human_table_and_no_sanity(checkpoint, capsys):
 
 def test_run_dir_path(checkpoint, monkeypatch, tmp_path, capsys):
     import robustlayers.runs as runs
-    from robustlayers.models import load_checkpoint
+    from robustlayers.builders import build_model
 
     def fake_load(run_dir, which="best"):
         assert which == "last"
-        info = get_dataset_info("fashion-mnist")
-        model = create_model("smallcnn", in_channels=1, input_size=28, mean=info.mean,
-                             std=info.std)
-        load_checkpoint(model, checkpoint)
+        model = build_model("smallcnn", "fashion-mnist", checkpoint=checkpoint)
         return model.eval(), {"model": "smallcnn", "dataset": "fashion-mnist", "norm": "linf",
                               "eps": 0.05}
 
@@ -102,6 +99,50 @@ def test_missing_checkpoint_and_exclusive_sources(tmp_path, capsys):
     assert "--checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "--run", "x", "--model", "smallcnn"])
+
+
+def test_model_is_built_with_builders_build_model(checkpoint, monkeypatch, capsys):
+    """--model/--checkpoint goes through robustlayers.builders.build_model (the one place models
+    meet datasets), not a hand-assembled create_model call."""
+    import robustlayers.builders as builders
+
+    calls = []
+    real = builders.build_model
+
+    def spy(name, dataset, **kw):
+        calls.append((name, dataset, kw))
+        return real(name, dataset, **kw)
+
+    monkeypatch.setattr(builders, "build_model", spy)
+    assert main(BASE + ["--checkpoint", checkpoint, "--no-sanity", "--json"]) == 0
+    assert calls == [("smallcnn", "fashion-mnist", {"checkpoint": checkpoint})]
+    assert json.loads(capsys.readouterr().out)["model"]["checkpoint"] == checkpoint
+
+
+def test_resolve_device(monkeypatch):
+    from robustlayers.cli.common import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'; choose one of auto, cpu, cuda"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device(None) == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available; valid choices here: cpu, auto"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda")
+
+
+def test_device_option(checkpoint, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = BASE + ["--checkpoint", checkpoint, "--no-sanity"]
+    assert main(args + ["--json", "--device", "auto"]) == 0
+    assert json.loads(capsys.readouterr().out)["device"] == "cpu"
+    assert main(args + ["--device", "cuda"]) == 2
+    assert "CUDA is not available; valid choices here: cpu, auto" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(args + ["--device", "tpu"])
+    assert "choose from 'auto', 'cpu', 'cuda'" in capsys.readouterr().err
 
 
 def test_strict_exit_code(checkpoint, monkeypatch, capsys):

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from robustlayers.attacks import PGD, ThreatModel
+from robustlayers.attacks import PGD, ThreatModel, describe_eps
 from robustlayers.evaluate import (check_eps_monotone, check_transfer_matrix, clean_metrics,
                                    eps_sweep, evaluate_attack, transfer_matrix)
 
@@ -29,6 +29,11 @@ def test_eps_sweep_monotone_on_linear_model():
     d = res.to_dict()
     json.dumps(d)
     assert d["points"][4]["eps_over_255"] == pytest.approx(51.0)
+    # the /255 form is the one every record writes (attacks.describe_eps): 8/255 reads as 8.0
+    assert [p["eps_over_255"] for p in d["points"]] == \
+        [describe_eps(e)["over_255"] for e in sorted(eps)]
+    assert eps_sweep(model, x, y, pgd_factory, [8 / 255]).to_dict()["points"][0]["eps_over_255"] \
+        == 8.0
     assert check_eps_monotone(res.eps, res.accuracy, res.n).passed
 
 

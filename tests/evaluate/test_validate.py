@@ -32,6 +32,7 @@ GOOD_Y = torch.tensor([0, 1])
     (GOOD_X, torch.tensor([0.0, 1.0]), "integer class labels"),
     (GOOD_X, torch.tensor([[0, 1]]), "1-D"),
     (GOOD_X, torch.tensor([0, -1]), "negative label"),
+    (GOOD_X, torch.tensor([True, False]), "integer class labels"),
     (GOOD_X, [0, 1], "torch.Tensor"),
 ])
 def test_bad_batches_raise_naming_the_problem(model, x, y, match):
@@ -41,6 +42,15 @@ def test_bad_batches_raise_naming_the_problem(model, x, y, match):
         clean_metrics(model, x, y)
     with pytest.raises(ValueError, match=match):
         evaluate_model(model, x, y, {"id": identity_attack()})
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_integer_labels_become_int64(model, dtype):
+    x, y = validate_batch(GOOD_X, GOOD_Y.to(dtype))
+    assert y.dtype == torch.int64 and y.tolist() == [0, 1]
+    assert clean_metrics(model, GOOD_X, GOOD_Y.to(dtype)) == clean_metrics(model, GOOD_X, GOOD_Y)
+    with pytest.raises(ValueError, match="model has 1 classes"):
+        validate_batch(GOOD_X, GOOD_Y.to(dtype), num_classes=1)
 
 
 def test_label_beyond_model_outputs(model):

@@ -55,6 +55,56 @@ def test_save_weights_overwrites_atomically_and_any_suffix_is_sniffed(tmp_path, 
     assert _same(src, dst)
 
 
+def _fail_directory_fsync(monkeypatch, err):
+    """Make os.fsync raise ``err`` on directories only (file fsyncs still succeed)."""
+    import stat
+
+    real = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(err, os.strerror(err))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_save_weights_reports_a_failed_directory_fsync(tmp_path, src, monkeypatch):
+    """The rename is only durable once the directory is fsync'ed: an I/O error there must not
+    be swallowed (it was: every OSError of the directory fsync used to be ignored)."""
+    import errno
+
+    _fail_directory_fsync(monkeypatch, errno.EIO)
+    with pytest.raises(OSError) as info:
+        save_weights(src, tmp_path / "w.safetensors")
+    assert info.value.errno == errno.EIO
+
+
+def test_save_weights_tolerates_filesystems_without_directory_fsync(tmp_path, src, monkeypatch):
+    import errno
+
+    _fail_directory_fsync(monkeypatch, errno.EINVAL)
+    path = save_weights(src, tmp_path / "w.safetensors")
+    dst = _model(seed=2)
+    load_checkpoint(dst, path)
+    assert _same(src, dst) and os.listdir(tmp_path) == ["w.safetensors"]
+
+
+def test_models_and_runs_import_in_either_order_without_a_cycle():
+    """models.checkpoints imports runs.atomic at module level; runs must not import models."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
+            "print('robustlayers.models' in sys.modules)")
+    for first, models_loaded in (("robustlayers.runs", "False"),
+                                 ("robustlayers.models", "True"),
+                                 ("robustlayers.models.checkpoints", "True")):
+        out = subprocess.run([sys.executable, "-c", code, first], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        assert out == models_loaded, first
+
+
 def test_torch_state_dict_file(tmp_path, src):
     path = tmp_path / "w.pt"
     torch.save(src.state_dict(), path)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import robustlayers.models
+from robustlayers.models import create_model
 from robustlayers.runs import RunDir, epoch_tag, load_run_model
 
 
@@ -25,7 +26,7 @@ def fake_zoo(monkeypatch):
         calls.append((name, kwargs))
         return Tiny(**kwargs)
 
-    monkeypatch.setattr(robustlayers.models, "create_model", create_model, raising=False)
+    monkeypatch.setattr(robustlayers.models, "create_model", create_model)
     return calls
 
 
@@ -74,9 +75,6 @@ def test_config_without_model_kwargs(tmp_path, fake_zoo):
 
 
 def test_smallcnn_from_the_zoo(tmp_path):
-    create_model = getattr(robustlayers.models, "create_model", None)
-    if create_model is None:
-        pytest.skip("robustlayers.models.create_model is not available in this build")
     kwargs = {"in_channels": 1, "input_size": 28, "num_classes": 10}
     torch.manual_seed(0)
     trained = create_model("smallcnn", **kwargs)

@@ -2,7 +2,10 @@
 incomplete ones, pruning), result and status."""
 
 import json
+import os
 import random
+import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from robustlayers.runs import (
     RunDir,
     capture_rng_state,
     epoch_tag,
+    iter_run_dirs,
     restore_rng_state,
 )
 
@@ -94,6 +98,75 @@ def test_create_refuses_non_run_directory(tmp_path):
     RunDir.create(tmp_path / "empty", CONFIG)  # an empty existing dir is fine
     (tmp_path / "empty2").mkdir()
     RunDir.create(tmp_path / "empty2", CONFIG)
+
+
+def _fail_on_write(monkeypatch, name):
+    """Make the atomic JSON write of file ``name`` inside RunDir.create raise OSError."""
+    import robustlayers.runs.rundir as rundir_module
+
+    real = rundir_module.atomic_write_json
+
+    def write(path, obj, **kw):
+        if Path(path).name == name:
+            raise OSError(28, "No space left on device")
+        return real(path, obj, **kw)
+
+    monkeypatch.setattr(rundir_module, "atomic_write_json", write)
+
+
+@pytest.mark.parametrize("failing", ["config.json", "environment.json", "selections.json"])
+def test_failed_create_leaves_nothing_behind(tmp_path, monkeypatch, failing):
+    """A crash between the first and the last file used to leave a non-empty directory
+    without config.json, which open() rejects and create() refuses to reuse."""
+    with monkeypatch.context() as m:
+        _fail_on_write(m, failing)
+        with pytest.raises(OSError, match="No space left"):
+            RunDir.create(tmp_path / "run", CONFIG)
+    assert list(tmp_path.iterdir()) == []  # no run dir, no temporary directory
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    assert RunDir.open(run.path).config == run.config
+
+
+def test_killed_create_leaves_only_a_hidden_temporary_dir(tmp_path, monkeypatch):
+    """A process killed mid-create cannot clean up: what is left is a hidden ``.tmp-*``
+    sibling that iter_run_dirs skips, and the run path itself is still free."""
+    import robustlayers.runs.rundir as rundir_module
+
+    with monkeypatch.context() as m:
+        _fail_on_write(m, "selections.json")
+        m.setattr(rundir_module.shutil, "rmtree", lambda *a, **k: None)  # no cleanup
+        with pytest.raises(OSError):
+            RunDir.create(tmp_path / "run", CONFIG)
+    (leftover,) = tmp_path.iterdir()
+    assert leftover.name.startswith(".tmp-run-") and (leftover / "config.json").is_file()
+    assert not (tmp_path / "run").exists()
+    assert list(iter_run_dirs(tmp_path)) == []
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    assert list(iter_run_dirs(tmp_path)) == [run.path]
+
+
+def test_bad_selection_fails_before_the_run_dir_exists(tmp_path):
+    with pytest.raises(ValueError, match="selection record"):
+        RunDir.create(tmp_path / "run", CONFIG, selections={"attack": 3})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_run_dir_has_normal_permissions_and_selections(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG, selections={"frozen": ["fc"]})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(run.path.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
+    assert run.selections == {"frozen": {"expression": None, "names": ["fc"]}}
+    assert json.loads((run.path / "config.json").read_text()) == run.config
+
+
+def test_create_through_a_symlink_to_an_empty_dir(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    run = RunDir.create(tmp_path / "link", CONFIG)
+    assert run.path == tmp_path / "link" and (tmp_path / "link").is_symlink()
+    assert (tmp_path / "target" / "config.json").is_file()
+    assert RunDir.open(tmp_path / "link").config == run.config
 
 
 def test_open_names_missing_config(tmp_path):

@@ -7,6 +7,7 @@ respect to the perturbation, is deterministic for a given seed, and describes it
 from .autoattack import AA_ATTACKS, VERSIONS, AutoAttackAdapter
 from .base import LOSSES, Attack, attack_mode, check_inputs, margin_loss
 from .bpda import BPDA, BPDAWrapper, straight_through
+from .checks import check_images, check_labels
 from .feature_pgd import FeaturePGD, feature_distance, feature_l2, resolve_layer_names
 from .fgsm import FGSM
 from .pgd import PGD
@@ -17,7 +18,7 @@ from .transfer import TransferAttack, quantize_8bit
 __all__ = [
     "AA_ATTACKS", "Attack", "AutoAttackAdapter", "BPDA", "BPDAWrapper", "FGSM", "FeaturePGD",
     "LOSSES", "NORMS", "PGD", "ThreatModel", "TransferAttack", "VERSIONS", "attack_mode",
-    "check_inputs", "describe_attacks", "describe_eps", "feature_distance", "feature_l2",
-    "list_attacks", "make_attack", "margin_loss", "parse_eps", "quantize_8bit",
-    "resolve_layer_names", "straight_through",
+    "check_images", "check_inputs", "check_labels", "describe_attacks", "describe_eps",
+    "feature_distance", "feature_l2", "list_attacks", "make_attack", "margin_loss", "parse_eps",
+    "quantize_8bit", "resolve_layer_names", "straight_through",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from robustlayers.cli.common import print_json, print_table
+from robustlayers.cli.common import add_device_option, print_json, print_table, resolve_device
 
 ATTACK_CHOICES = ("pgd", "fgsm", "fgsm-rs", "pgd-cw", "autoattack", "apgd")
 PGD_LIKE = ("pgd", "pgd-cw")
@@ -55,8 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="seeded random test subset size (default 1000; 0 = the whole test split)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="subset and attack seed (default 0)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="default: cuda when available, else cpu")
+    add_device_option(p)
     p.add_argument("--no-sanity", action="store_true",
                    help="skip the sanity checks that need extra attacks (≈8 PGD-k runs)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a sanity check fails")
@@ -104,9 +103,6 @@ def build_attacks(names, threat, *, steps, alpha, restarts, seed) -> dict:
 def load_model(args):
     """(model in eval(), source record, dataset, data_dir, run config or {}) from the
     ``--run/--which`` or ``--model/--checkpoint`` (+ ``--dataset``, ``--data-dir``) of ``args``."""
-    from robustlayers.data import get_dataset_info
-    from robustlayers.models import create_model, load_checkpoint
-
     if args.run is not None:
         if args.checkpoint is not None:
             raise ValueError("--checkpoint goes with --model; --run takes --which best|last")
@@ -125,12 +121,10 @@ def load_model(args):
         raise ValueError("--which goes with --run")
     from robustlayers.cli.common import default_dataset_for
 
+    from robustlayers.builders import build_model
+
     dataset = args.dataset or default_dataset_for(args.model)
-    info = get_dataset_info(dataset)
-    model = create_model(args.model, num_classes=info.num_classes, in_channels=info.shape[0],
-                         input_size=info.shape[1], mean=info.mean, std=info.std)
-    load_checkpoint(model, args.checkpoint)
-    model.eval()
+    model = build_model(args.model, dataset, checkpoint=args.checkpoint).eval()
     source = {"name": args.model, "checkpoint": str(args.checkpoint)}
     return model, source, dataset, args.data_dir, {}
 
@@ -151,14 +145,6 @@ def _threat(args, config, info):
     return ThreatModel(norm, eps)
 
 
-def _device(name):
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
 def _check_counts(args):
     from robustlayers.evaluate import validate_count
 
@@ -177,7 +163,7 @@ def evaluate_record(args) -> tuple[dict, list]:
 
     _check_counts(args)
     names = parse_attack_names(args.attack)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model, source, dataset, data_dir, config = load_model(args)
     info = get_dataset_info(dataset)
     threat = _threat(args, config, info)

@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from robustlayers.attacks import describe_eps
+
 from .metrics import per_example_metrics, summarize
 from .robust import evaluate_attack
 from .validate import validate_batch, validate_count, validate_eps_list, validate_model
-
-
-def _over_255(eps: float) -> float:
-    return round(float(eps) * 255.0, 6)
 
 
 @dataclass
@@ -36,8 +34,8 @@ class SweepResult:
 
     def to_dict(self) -> dict:
         return {"n": self.n, "points": [
-            {"eps": e, "eps_over_255": _over_255(e), "accuracy": a, "loss": lo, "seconds": s,
-             "config": c}
+            {"eps": e, "eps_over_255": describe_eps(e)["over_255"], "accuracy": a, "loss": lo,
+             "seconds": s, "config": c}
             for e, a, lo, s, c in zip(self.eps, self.accuracy, self.loss, self.seconds,
                                       self.configs)]}
 

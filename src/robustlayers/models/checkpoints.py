@@ -10,22 +10,24 @@
   so makes the keys match the model. Normalisation buffers stored in the file (``normalize.mean``,
   ``mu``, ``sigma``, ...) are ignored: zoo models keep mean/std as non-persistent buffers.
   ``*.num_batches_tracked`` missing from old (pre-PyTorch-0.4) checkpoints is tolerated.
-* ``save_weights`` writes safetensors atomically (temporary file in the same directory, fsync,
-  ``os.replace``).
+* ``save_weights`` writes safetensors atomically with the run store's writer
+  (:func:`robustlayers.runs.atomic.atomic_safetensors_save`: temporary file in the same
+  directory, fsync, ``os.replace``, directory fsync).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file as _st_load_file
-from safetensors.torch import save as _st_save
 from torch import nn
+
+# runs imports models only inside functions (runs.load), so this import cannot cycle
+from robustlayers.runs.atomic import atomic_safetensors_save
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 STRIPPABLE_PREFIXES = ("module.", "model.", "net.")
@@ -243,32 +245,12 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write ``model.state_dict()`` to ``path`` as safetensors, atomically; returns the path.
 
     Tensors are copied to contiguous CPU memory (no shared storage, as safetensors requires).
-    Normalisation mean/std are non-persistent buffers of zoo models and are not written.
+    Normalisation mean/std are non-persistent buffers of zoo models and are not written. The
+    write goes through :func:`robustlayers.runs.atomic.atomic_safetensors_save` (temporary file
+    in the same directory, fsync, ``os.replace``, directory fsync whose errors propagate).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
-    data = _st_save(tensors, metadata={"format": "pt", "writer": "robustlayers"})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp creates 0600; weights are not secret
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    atomic_safetensors_save(path, tensors, metadata={"format": "pt", "writer": "robustlayers"})
     return path

@@ -10,7 +10,9 @@ Layout::
     RUN/checkpoints/best/...
     RUN/result.json        at the end; its "status" is "finished" or "failed"
 
-Every file except the append-only ``metrics.jsonl`` is written atomically (see ``atomic``).
+Every file except the append-only ``metrics.jsonl`` is written atomically (see ``atomic``). A new
+run directory appears complete or not at all: it is built as a hidden ``.tmp-<name>-*`` sibling
+and renamed into place once config.json, environment.json and selections.json are written.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from robustlayers.runs import checkpoint as ck
 from robustlayers.runs import metrics as _metrics
-from robustlayers.runs.atomic import atomic_write_json, dumps_json, fsync_dir
+from robustlayers.runs.atomic import _UMASK, atomic_write_json, dumps_json, fsync_dir
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,6 +40,7 @@ METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
 CHECKPOINTS_DIR = "checkpoints"
 STATUSES = ("running", "finished", "failed")
+TMP_PREFIX = ".tmp-"  # a run directory under construction (see RunDir.create)
 
 
 class CheckpointWarning(UserWarning):
@@ -91,6 +95,9 @@ class RunDir:
     ) -> "RunDir":
         """Create a new run directory holding ``config``.
 
+        ``path`` must be absent or an empty directory; the run is built in a hidden temporary
+        sibling and renamed into place complete (config.json, environment.json,
+        selections.json, checkpoints/), so a crash never leaves a half-written run at ``path``.
         An existing non-empty directory is refused unless ``exist_ok=True`` (resume): then it
         must be a run dir whose config equals ``config``; a ``failed`` result is cleared and
         the resume is recorded in ``environment.json``. Resuming a finished run is refused.
@@ -100,28 +107,55 @@ class RunDir:
         config = _normalise(dict(config))
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            path.mkdir()
-        except FileExistsError:
+        if path.exists() or path.is_symlink():
             if not path.is_dir():
-                raise ValueError(f"{path} exists and is not a directory") from None
+                raise ValueError(f"{path} exists and is not a directory")
             if any(path.iterdir()):
                 if not exist_ok:
                     raise ValueError(
                         f"run directory {path} already exists and is not empty; pass "
                         "exist_ok=True to resume it, or choose another path"
-                    ) from None
+                    )
                 return cls._resume(path, config, selections)
+        return cls._create_new(path, config, selections)
+
+    @classmethod
+    def _create_new(
+        cls, path: Path, config: dict[str, Any], selections: Mapping[str, Any] | None
+    ) -> "RunDir":
+        """Build the run directory as a hidden ``.tmp-<name>-*`` sibling holding config.json,
+        environment.json, selections.json and checkpoints/, then rename it to ``path`` (an
+        absent or empty directory), so that ``path`` never holds a partial run: a crash leaves
+        at most a hidden temporary directory, which :func:`iter_run_dirs` skips."""
         from robustlayers.provenance import environment
 
-        (path / CHECKPOINTS_DIR).mkdir(exist_ok=True)
-        atomic_write_json(path / ENVIRONMENT_FILE, {**environment(), "created": _now(), "resumes": []})
-        atomic_write_json(path / SELECTIONS_FILE, {})
-        atomic_write_json(path / CONFIG_FILE, config)
-        run = cls(path, config)
-        if selections:
-            run.record_selections(selections)
-        return run
+        dest = path.resolve() if path.is_symlink() else path  # a link to an empty dir stays
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{dest.name}-", dir=dest.parent))
+        try:
+            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private (0700)
+            atomic_write_json(tmp / CONFIG_FILE, config)
+            atomic_write_json(tmp / ENVIRONMENT_FILE,
+                              {**environment(), "created": _now(), "resumes": []})
+            records = {str(label): selection_record(sel)
+                       for label, sel in (selections or {}).items()}
+            atomic_write_json(tmp / SELECTIONS_FILE, records)
+            (tmp / CHECKPOINTS_DIR).mkdir()
+            fsync_dir(tmp)
+            try:
+                # replaces an empty directory at ``path`` too; refuses a non-empty one
+                os.rename(tmp, dest)
+            except OSError as err:
+                if dest.is_dir() and any(dest.iterdir()):
+                    raise ValueError(
+                        f"run directory {path} was created by someone else meanwhile and is "
+                        "not empty; choose another path"
+                    ) from err
+                raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(dest.parent)
+        return cls(path, config)
 
     @classmethod
     def _resume(cls, path: Path, config: dict[str, Any], selections: Mapping | None) -> "RunDir":
