@@ -28,10 +28,11 @@ def model_kwargs_for(dataset: str | DatasetInfo, *, activation: str = "relu") ->
 
 
 def build_model(name: str, dataset: str | DatasetInfo, *, checkpoint: str | Path | None = None,
-                activation: str = "relu") -> nn.Module:
-    """``create_model(name, **model_kwargs_for(dataset))``, then load ``checkpoint`` (strict,
-    weights only) when given."""
-    model = create_model(name, **model_kwargs_for(dataset, activation=activation))
+                activation: str = "relu", seed: int | None = None) -> nn.Module:
+    """``create_model(name, seed=seed, **model_kwargs_for(dataset, activation=activation))``,
+    then load ``checkpoint`` (strict, weights only) when given. ``seed`` makes the weight
+    initialisation deterministic without touching the global RNG (``create_model``)."""
+    model = create_model(name, seed=seed, **model_kwargs_for(dataset, activation=activation))
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model

@@ -39,12 +39,30 @@ def test_preset_file_flags_and_set_combine_later_winning(tmp_path):
     (["--preset", "rat"], "valid choices: rat-cifar10"),
     (["--set", "trades_bta=1"], "did you mean trades_beta"),
     (["--eps", "8"], "did you mean '8/255'"),
+    (["--set", "eps=8"], "did you mean '8/255'"),
+    (["--set", "alpha=2"], "'2/255'"),
+    (["--eval-steps", "0", "--set", "select_by=robust"],
+     "valid choices with eval_steps=0: clean, auto"),
+    (["--activation", "gelu"], "valid choices: relu, swish"),
     (["--resume", "somewhere", "--epochs", "3"], "drop --epochs"),
     (["--config", "/nonexistent/exp.yaml"], "config file not found"),
 ])
 def test_invalid_input_exits_2_naming_the_choices(argv, message, capsys):
     assert main(["train", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_budgets_are_parsed_once_with_the_final_norm(tmp_path):
+    cfg = tmp_path / "l2.yaml"
+    cfg.write_text("eps: 2\nalpha: 0.5\n")           # an ℓ2 budget; the norm comes from a flag
+    config = build_config(_args("--config", str(cfg), "--norm", "l2"))
+    assert (config.norm, config.eps, config.alpha) == ("l2", 2.0, 0.5)
+    config = build_config(_args("--eps", "4", "--set", "norm=l2", "--activation", "swish"))
+    assert (config.norm, config.eps, config.activation) == ("l2", 4.0, "swish")
+    config = build_config(_args("--set", "eps=8/255", "--set", "param_groups=[{select: head}]",
+                                "--set", "param_groups.0.lr=0.3"))
+    assert config.eps == pytest.approx(8 / 255)
+    assert config.param_groups == [{"select": "head", "lr": 0.3}]
 
 
 def test_list_presets(capsys):

@@ -70,11 +70,26 @@ def write_mini_fashion_mnist(folder, n_train: int = 512, n_test: int = 128) -> s
     return str(folder)
 
 
+FMNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def require_fashion_mnist(folder: str = FMNIST) -> str:
+    """``folder`` when it holds the four Fashion-MNIST files; else the test *fails* (never
+    skips: the training tests must not pass vacuously) saying how to install the data."""
+    import os
+
+    missing = [f for f in FMNIST_FILES if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        pytest.fail(f"Fashion-MNIST is missing from {folder} ({', '.join(missing)}): the "
+                    f"training-loop tests need it. Install it with `make test` (scripts/setup.sh) "
+                    f"or as root: apt-get install -y dataset-fashion-mnist", pytrace=False)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def mini_data(tmp_path_factory):
-    import os
-    if not os.path.isdir(FMNIST):
-        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    require_fashion_mnist()
     return write_mini_fashion_mnist(tmp_path_factory.mktemp("fmnist"))
 
 

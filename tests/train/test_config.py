@@ -102,3 +102,41 @@ def test_unknown_model_and_dataset_name_the_choices():
         config_from_dict({"model": "resnet81"})
     with pytest.raises(ValueError, match="fashion-mnist"):
         config_from_dict({"dataset": "imagenet"})
+
+
+@pytest.mark.parametrize("key", ["eps", "alpha", "eval_alpha"])
+@pytest.mark.parametrize("value", [8, 8.0, "8"])
+def test_linf_budgets_over_one_are_refused_as_numbers_too(key, value):
+    # --set eps=8 reaches the config as the int 8 (YAML), not a string: it must not train at ε=8
+    with pytest.raises(ValueError, match=f"{key}: .*exceeds 1.*'8/255'"):
+        config_from_dict({key: value})
+    with pytest.raises(ValueError, match="8/255"):
+        merge(apply_overrides({}, [f"{key}=8"]))
+    assert getattr(config_from_dict({key: 0.5}), key) == 0.5
+
+
+def test_l2_budgets_over_one_are_kept_and_read_with_the_final_norm():
+    assert config_from_dict({"norm": "l2", "eps": 2, "alpha": "0.5"}).eps == 2.0
+    # a file's ℓ2 budget with the norm from a later layer (flags): values are checked once
+    config = merge({"eps": "2", "alpha": 0.25}, {"norm": "l2"})
+    assert (config.norm, config.eps, config.alpha) == ("l2", 2.0, 0.25)
+    with pytest.raises(ValueError, match="8/255"):
+        merge({"norm": "l2", "eps": 8}, {"norm": "linf"})
+
+
+def test_robust_selection_needs_the_robust_evaluation():
+    with pytest.raises(ValueError, match="select_by 'robust'.*eval_steps.*valid choices.*"
+                                         "clean, auto"):
+        config_from_dict({"select_by": "robust", "eval_steps": 0})
+    for select_by in ("clean", "auto"):
+        assert config_from_dict({"select_by": select_by, "eval_steps": 0}).eval_steps == 0
+    assert config_from_dict({"select_by": "robust", "eval_steps": 1}).select_by == "robust"
+
+
+def test_activation_is_checked_against_the_zoo():
+    assert TrainConfig().validate().activation == "relu"
+    assert config_from_dict({"activation": " Swish"}).activation == "swish"
+    with pytest.raises(ValueError, match="unknown activation 'tanh'.*valid choices: relu, swish"):
+        config_from_dict({"activation": "tanh"})
+    with pytest.raises(ValueError, match="activation must be a string"):
+        config_from_dict({"activation": 1})

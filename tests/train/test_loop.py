@@ -123,3 +123,171 @@ def test_every_method_runs_through_the_loop(mini_data, tmp_path, method):
         assert run.selections["awp"]["names"][0] == "layer2.0"
     if method in ("trades", "mart"):
         assert "train_kl" in row
+
+
+# --- resume exactness beyond plain PGD-AT, stale best, failures, activation, data -----------------
+
+class Interrupt(Exception):
+    """Stands in for a kill: raised at the start of an epoch's training."""
+
+
+def _stop_at(monkeypatch, epoch: int | None):
+    """Make the loop raise :class:`Interrupt` when it starts training ``epoch`` (0-based;
+    None: at the first epoch it trains)."""
+    from robustlayers.train import loop
+
+    real = loop.train_epoch
+
+    def stopping(ctx, method, data, e):
+        if epoch is None or e == epoch:
+            raise Interrupt(f"stopped at epoch {e}")
+        return real(ctx, method, data, e)
+
+    monkeypatch.setattr(loop, "train_epoch", stopping)
+
+
+def _assert_same_run(a, b):
+    assert _untimed(a.metrics()) == _untimed(b.metrics())
+    tags = a.checkpoint_tags()
+    assert tags == b.checkpoint_tags() and "best" in tags
+    for tag in tags:
+        assert_same_weights(_weights(a.path, tag), _weights(b.path, tag))
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert strip(a.result) == strip(b.result)
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param(dict(freeze="layer1", param_groups=[{"select": "head", "lr": 0.2,
+                                                      "schedule": "constant"}]),
+                 id="freeze+param_groups"),
+    pytest.param(dict(method="awp", awp_select="block:layer2,head", awp_warmup=1), id="awp"),
+])
+def test_interrupted_and_resumed_run_equals_the_straight_one(mini_data, tmp_path, monkeypatch,
+                                                             overrides):
+    straight = train(tiny_config(mini_data, tmp_path / "straight", **overrides))
+    out = tmp_path / "resumed"
+    _stop_at(monkeypatch, 1)                           # after epoch 1 and its checkpoints
+    with pytest.raises(Interrupt):
+        train(tiny_config(mini_data, out, **overrides))
+    assert [r["epoch"] for r in _failed_run_metrics(out)] == [1]
+    monkeypatch.undo()
+    resumed = resume_run(out)
+    _assert_same_run(resumed, straight)
+    rows = resumed.metrics()
+    if "param_groups" in overrides:                    # the head keeps its constant lr of 0.2
+        assert [r["lrs"][0] for r in rows] == [0.2] * 3 and rows[2]["lrs"][1] < rows[1]["lrs"][1]
+        assert resumed.result["params"]["trainable"] < resumed.result["params"]["total"]
+    else:
+        assert resumed.result["method"]["warmup"] == 1
+
+
+def _failed_run_metrics(out):
+    from robustlayers.runs import RunDir
+
+    run = RunDir.open(out)
+    assert run.status == "failed" and "Interrupt" in run.result["error"]
+    return run.metrics()
+
+
+def _stale_best_copy(reference, path, resume_epoch: int, record_epoch: int | None = None):
+    """A copy of the reference run as if killed after saving ``best`` at epoch 3 but before its
+    epoch checkpoint, resuming from ``epoch-<resume_epoch>``; ``best`` holds foreign weights.
+    ``record_epoch`` rewrites the resume checkpoint's best record to that epoch's."""
+    from robustlayers.runs import RunDir, epoch_tag
+
+    shutil.copytree(reference.path, path)
+    (path / "result.json").unlink()
+    for epoch in range(resume_epoch + 1, 4):
+        shutil.rmtree(path / "checkpoints" / epoch_tag(epoch))
+    run = RunDir.open(path)
+    model, config = load_run_model(path, epoch_tag(resume_epoch))
+    state = run.load_checkpoint(epoch_tag(resume_epoch))
+    if record_epoch is not None:
+        state["best"] = run.load_checkpoint(epoch_tag(record_epoch))["best"]
+        run.save_checkpoint(epoch_tag(resume_epoch), model, state)
+    foreign = create_model("smallcnn", seed=123, **config["model_kwargs"])
+    run.save_checkpoint("best", foreign, {**state, "epoch": 3}, epoch=3)
+    return run
+
+
+def test_resume_replaces_a_best_saved_after_the_resume_point(reference, tmp_path, monkeypatch,
+                                                            capsys):
+    # the recorded best is the resume epoch itself: best = the resumed weights
+    run = _stale_best_copy(reference, tmp_path / "a", resume_epoch=1)
+    _stop_at(monkeypatch, None)
+    with pytest.raises(Interrupt):
+        resume_run(run.path)
+    assert run.verify_checkpoint("best")["epoch"] == 1
+    assert_same_weights(_weights(run.path, "best"), _weights(reference.path, "epoch-0001"))
+    assert run.load_checkpoint("best")["best"]["epoch"] == 1
+    monkeypatch.undo()
+    _assert_same_run(resume_run(run.path), reference)   # and the replay ends identical
+
+    # the recorded best is an earlier epoch: restored from its epoch checkpoint
+    run = _stale_best_copy(reference, tmp_path / "b", resume_epoch=2, record_epoch=1)
+    _stop_at(monkeypatch, None)
+    with pytest.raises(Interrupt):
+        resume_run(run.path)
+    assert run.verify_checkpoint("best")["epoch"] == 1
+    assert_same_weights(_weights(run.path, "best"), _weights(reference.path, "epoch-0001"))
+
+    # ...and when that checkpoint is gone, the stale best is dropped, not kept
+    run = _stale_best_copy(reference, tmp_path / "c", resume_epoch=2, record_epoch=1)
+    shutil.rmtree(run.path / "checkpoints" / "epoch-0001")
+    capsys.readouterr()
+    with pytest.raises(Interrupt):
+        resume_run(run.path)
+    assert "best" not in run.checkpoint_tags()
+    assert "dropping checkpoint best (epoch 3)" in capsys.readouterr().err
+
+
+def test_a_failure_before_the_first_epoch_marks_the_run_failed(mini_data, tmp_path, monkeypatch):
+    from robustlayers.runs import RunDir
+    from robustlayers.train import loop
+
+    def broken_index(run, config):
+        raise RuntimeError("runs index unavailable")
+
+    monkeypatch.setattr(loop, "index_run", broken_index)
+    out = tmp_path / "broken"
+    with pytest.raises(RuntimeError, match="runs index unavailable"):
+        train(tiny_config(mini_data, out, epochs=1))
+    run = RunDir.open(out)
+    assert run.status == "failed" and "runs index unavailable" in run.result["error"]
+
+    def broken_restore(ctx, method, state):
+        raise RuntimeError("bad state")
+
+    monkeypatch.undo()
+    _stop_at(monkeypatch, 1)
+    out = tmp_path / "broken-resume"
+    with pytest.raises(Interrupt):
+        train(tiny_config(mini_data, out, epochs=2))
+    monkeypatch.setattr(loop, "restore_state", broken_restore)
+    with pytest.raises(RuntimeError, match="bad state"):
+        resume_run(out)
+    run = RunDir.open(out)
+    assert run.status == "failed" and "bad state" in run.result["error"]
+
+
+def test_swish_models_train_and_record_their_activation(mini_data, tmp_path, reference):
+    assert json.loads((reference.path / "config.json").read_text())["model_kwargs"][
+        "activation"] == "relu"
+    out = tmp_path / "swish"
+    run = train(tiny_config(mini_data, out, method="natural", epochs=1, eval_steps=0,
+                            train_size=64, activation="swish"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["activation"] == "swish" and config["model_kwargs"]["activation"] == "swish"
+    model, _ = load_run_model(out, "best")
+    kinds = {type(m) for m in model.modules()}
+    assert torch.nn.SiLU in kinds and torch.nn.ReLU not in kinds
+    assert_same_weights(model.state_dict(), _weights(out, "epoch-0001"))
+    assert run.result["status"] == "finished"
+
+
+def test_missing_fashion_mnist_fails_the_tests_instead_of_skipping(tmp_path):
+    from .conftest import FMNIST, require_fashion_mnist
+
+    assert require_fashion_mnist() == FMNIST
+    with pytest.raises(pytest.fail.Exception, match="make test"):
+        require_fashion_mnist(str(tmp_path))

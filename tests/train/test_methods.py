@@ -212,3 +212,30 @@ def test_feature_pgd_helper_for_clat(batch):
     x_adv = attack(ctx.model, x, y)
     assert attack.steps == 2 and attack.alpha == 0.03
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_explicit_zero_steps_and_alpha_are_not_replaced_by_the_defaults(batch):
+    from robustlayers.train.methods.trades import trades_examples
+
+    ctx = make_ctx(steps=3)
+    assert ctx.pgd().steps == 3 and ctx.pgd().alpha == pytest.approx(0.03)
+    assert ctx.pgd(steps=1, alpha=0.01).steps == 1
+    # an explicit 0 reaches the attack (which refuses it) instead of becoming config.steps / α
+    with pytest.raises(ValueError, match="steps"):
+        ctx.pgd(steps=0)
+    with pytest.raises(ValueError, match="alpha"):
+        ctx.pgd(alpha=0.0)
+    with pytest.raises(ValueError, match="steps"):
+        ctx.feature_pgd("conv", steps=0)
+    with pytest.raises(ValueError, match="alpha"):
+        ctx.feature_pgd("conv", alpha=0)
+    x, y = batch
+    # TRADES with 0 steps is its 0.001·N(0, I) start; with alpha=0 the steps do not move it
+    start = trades_examples(ctx, x, steps=0)
+    assert (start - x).abs().max() < 0.01
+    ctx.seed_epoch(0)
+    still = trades_examples(ctx, x, alpha=0.0)
+    ctx.seed_epoch(0)
+    torch.testing.assert_close(still, trades_examples(ctx, x, steps=0).clamp(0, 1))
+    ctx.seed_epoch(0)
+    assert (trades_examples(ctx, x) - x).abs().max() > 0.05      # config: 3 steps of 0.03

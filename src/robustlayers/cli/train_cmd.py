@@ -18,6 +18,7 @@ import sys
 _FLAGS = {
     "model": (str, "model name (robustlayers models)"),
     "dataset": (str, "dataset name (robustlayers data)"),
+    "activation": (str, "model activation: relu or swish (SiLU)"),
     "data_dir": (str, "folder holding the dataset files"),
     "method": (str, "natural, pgd-at, trades, mart, awp, fast-at"),
     "epochs": (int, "training epochs"),
@@ -93,8 +94,8 @@ def _flag_values(args) -> dict:
 
 
 def build_config(args):
-    """The validated TrainConfig of preset < config file < flags < --set."""
-    from robustlayers.attacks import parse_eps
+    """The validated TrainConfig of preset < config file < flags < --set. ``--eps``/``--alpha``
+    strings ("8/255", "0.1") are parsed by the config's validation with the final ``norm``."""
     from robustlayers.train.config import (PRESETS, TrainConfig, _choice, apply_overrides,
                                            load_config_file, merge)
 
@@ -105,16 +106,15 @@ def build_config(args):
         layers.append(PRESETS[args.preset]())
     if args.config:
         layers.append(load_config_file(args.config))
-    flags = _flag_values(args)
-    base = merge(*layers, {k: v for k, v in flags.items() if k not in ("eps", "alpha")})
-    norm = base.norm
-    for key in ("eps", "alpha"):
-        if key in flags:
-            flags[key] = parse_eps(flags[key], norm=norm)
-    layers.append(flags)
-    config = merge(*layers)
+    layers.append(_flag_values(args))
     if args.overrides:
-        config = merge(config, apply_overrides({}, args.overrides, base=config))
+        # dotted keys (param_groups.0.lr) start from the value the layers below give; the
+        # layers' keys are already checked (load_config_file, presets, flags)
+        below = TrainConfig().to_dict()
+        for layer in layers:
+            below.update(layer)
+        layers.append(apply_overrides({}, args.overrides, base=TrainConfig(**below)))
+    config = merge(*layers)
     assert isinstance(config, TrainConfig)
     return config
 

@@ -8,7 +8,8 @@
 from robustlayers.train.config import (TrainConfig, apply_overrides, config_from_dict,
                                        list_presets, load_config_file, merge, preset)
 from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
-from robustlayers.train.loop import TIME_FIELDS, evaluate_split, resume_run, train
+from robustlayers.train.loop import (TIME_FIELDS, evaluate_split, resume_run, train, train_step,
+                                     train_steps)
 from robustlayers.train.methods import (Method, StepOutput, list_methods, make_method,
                                         register_method)
 from robustlayers.train.optim import LRSchedule, build_optimizer, build_scheduler, lr_factor
@@ -20,4 +21,5 @@ __all__ = [
     "apply_overrides", "build_optimizer", "build_scheduler", "config_from_dict", "derive_seed",
     "evaluate_split", "list_methods", "list_presets", "load_config_file", "lr_factor", "make_method",
     "merge", "preset", "register_method", "resolve_threat", "resume", "resume_run", "train",
+    "train_step", "train_steps",
 ]

@@ -28,6 +28,7 @@ SELECT_BY = ("auto", "robust", "clean")
 class TrainConfig:
     # --- what is trained on what -----------------------------------------------------------
     model: str = "smallcnn"            # robustlayers.models name; smallcnn is the CPU default
+    activation: str = "relu"           # zoo activation: relu, or swish (SiLU; SPECTRUM §6)
     dataset: str = "fashion-mnist"     # the embedded dataset (SPEC §8)
     data_dir: str | None = None        # None: the dataset's default folder
     method: str = "pgd-at"             # one of METHODS (more plug in through the registry)
@@ -101,6 +102,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ValueError naming the valid choices. Returns self."""
+        from robustlayers.attacks import parse_eps
         from robustlayers.data import get_dataset_info
         from robustlayers.models import model_info
         from robustlayers.train.methods import list_methods
@@ -116,6 +118,7 @@ class TrainConfig:
         self.awp_base = _canon(self.awp_base)
         _choice("awp_base", self.awp_base, AWP_BASES)
         _choice("select_by", self.select_by, SELECT_BY)
+        self.activation = _activation(self.activation)
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every", "checkpoint_every",
                      "keep_checkpoints"):
             _positive_int(name, getattr(self, name))
@@ -124,6 +127,11 @@ class TrainConfig:
         for name in ("train_size", "test_size", "eval_size"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
+        if self.select_by == "robust" and self.eval_steps == 0:
+            raise ValueError("select_by 'robust' needs the per-epoch robust evaluation, but "
+                             "eval_steps is 0 (no test_robust_acc is ever measured, so no 'best' "
+                             "checkpoint would be saved); set eval_steps >= 1 or choose "
+                             "select_by from the valid choices with eval_steps=0: clean, auto")
         for name in ("lr", "momentum", "weight_decay", "gamma", "trades_beta", "mart_beta",
                      "awp_gamma", "awp_proxy_lr", "fast_alpha_scale"):
             value = getattr(self, name)
@@ -131,12 +139,18 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         for name in ("eps", "alpha", "eval_alpha"):
             value = getattr(self, name)
-            if isinstance(value, str):  # "8/255" in a YAML file or --set
-                from robustlayers.attacks import parse_eps
+            if value is None:
+                continue
+            # numbers too: an ℓ∞ budget over 1 (``eps=8``) is a forgotten /255, refused with a
+            # hint; strings such as "8/255" (YAML files, --set, CLI flags) are parsed
+            try:
                 value = parse_eps(value, norm=self.norm)
-                setattr(self, name, value)
-            if value is not None and (not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"{name} must be a number > 0 or None, got {value!r}")
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+            if value <= 0:
+                raise ValueError(f"{name} must be a number > 0 or None, "
+                                 f"got {getattr(self, name)!r}")
+            setattr(self, name, value)
         if not 0 < self.onecycle_peak < 1:
             raise ValueError(f"onecycle_peak must be in (0, 1), got {self.onecycle_peak!r}")
         if self.method in ("pgd-at", "trades", "mart", "awp") and self.steps < 1:
@@ -159,6 +173,18 @@ class TrainConfig:
                 _choice(f"param_groups[{i}].schedule", group["schedule"], SCHEDULES)
         self.adam_betas = tuple(float(b) for b in self.adam_betas)
         return self
+
+
+def _activation(name: Any) -> str:
+    """The activation name in lower case, checked against the zoo's activations (ValueError
+    naming the valid choices)."""
+    from robustlayers.models import make_activation
+
+    if not isinstance(name, str):
+        raise ValueError(f"activation must be a string such as 'relu' or 'swish', got {name!r}")
+    name = name.strip().lower()
+    make_activation(name)  # unknown names raise with the zoo's valid choices
+    return name
 
 
 def _canon(name: str) -> str:
@@ -225,14 +251,23 @@ def load_config_file(path: str | Path) -> dict:
 
 def merge(*layers: TrainConfig | dict | None) -> TrainConfig:
     """Combine config layers left to right, later ones winning (preset < file < flags).
-    Dict layers hold only the keys they set; ``None`` layers are skipped."""
-    config = TrainConfig()
-    for layer in layers:
+    Dict layers hold only the keys they set; ``None`` layers are skipped. Keys are checked per
+    layer, values once on the combined config, so that e.g. an ℓ2 ``eps`` of a config file is
+    read with the ``norm`` a later flag sets."""
+    merged = TrainConfig().to_dict()
+    for i, layer in enumerate(layers):
         if layer is None:
             continue
-        data = layer.to_dict() if isinstance(layer, TrainConfig) else layer
-        config = config_from_dict(data, base=config)
-    return config.validate()
+        if isinstance(layer, TrainConfig):
+            data = layer.to_dict()
+        elif isinstance(layer, dict):
+            _check_keys(layer, f"config layer {i}")
+            data = layer
+        else:
+            raise ValueError(f"config layer {i} must be a TrainConfig or a mapping of config "
+                             f"keys, got {type(layer).__name__}")
+        merged.update(data)
+    return TrainConfig(**merged).validate()
 
 
 def parse_override(text: str) -> tuple[str, Any]:

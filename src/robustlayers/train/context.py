@@ -103,16 +103,19 @@ class TrainContext:
 
     def pgd(self, *, steps: int | None = None, alpha: float | None = None, **kwargs) -> PGD:
         """The training PGD (config.steps, α, random start) seeded from ``generator``."""
-        return PGD(self.threat, steps=steps or self.config.steps, alpha=alpha or self.alpha,
-                   random_start=True, seed=self.next_seed(), **kwargs)
+        return PGD(self.threat, steps=self.config.steps if steps is None else steps,
+                   alpha=self.alpha if alpha is None else alpha, random_start=True,
+                   seed=self.next_seed(), **kwargs)
 
     def feature_pgd(self, selection, *, steps: int | None = None, alpha: float | None = None,
                     **kwargs):
         """Feature-space PGD on ``selection`` (CLAT Eq. 5: maximise Σ_i ‖F_i(x+δ) − F_i(x)‖₂)
         with the run's threat model, seeded from ``generator``; CLAT's inner maximisation."""
         from robustlayers.attacks import FeaturePGD
-        return FeaturePGD(self.threat, selection, steps=steps or self.config.steps,
-                          alpha=alpha or self.alpha, seed=self.next_seed(), **kwargs)
+        return FeaturePGD(self.threat, selection,
+                          steps=self.config.steps if steps is None else steps,
+                          alpha=self.alpha if alpha is None else alpha, seed=self.next_seed(),
+                          **kwargs)
 
     def autocast(self):
         """bf16 autocast on CUDA when ``config.amp``; a no-op on CPU (fp32)."""

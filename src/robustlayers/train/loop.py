@@ -8,21 +8,25 @@ per epoch), checkpoints (``epoch-NNNN`` every ``checkpoint_every`` epochs, the n
 ``keep_checkpoints`` kept, and ``best``) and result.json (best and last metrics and their gap).
 
 Determinism and exact resume. Everything random is a function of ``config.seed`` and the epoch:
-model initialisation (``create_model(seed=...)``), data order and augmentation
+model initialisation (``builders.build_model(seed=...)``), data order and augmentation
 (``iter_batches(seed, epoch)``), the method generator (reseeded each epoch) from which attack
 seeds are drawn, and the evaluation attack (fixed seeds, the same every epoch). The global RNG
 states are seeded at start and saved in every checkpoint anyway (for models that use them, e.g.
 dropout). A checkpoint holds the weights, optimiser and schedule state, method state, trainable
 set and parameter groups, the best-so-far record and the RNG states; ``resume`` loads the newest
-*complete* one, cuts metrics.jsonl after its epoch and replays from there, so a run killed at any
+*complete* one, cuts metrics.jsonl after its epoch, replaces a ``best`` saved after that epoch
+(:func:`reconcile_best`) and replays from there, so a run killed at any
 point ends with exactly the weights and metrics (except the timing fields :data:`TIME_FIELDS`)
 of an uninterrupted run on the same machine (CPU; on CUDA only up to kernel non-determinism).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,11 +36,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from robustlayers import builders
 from robustlayers.attacks import PGD, attack_mode
 from robustlayers.data import get_dataset_info, iter_batches, load_dataset, num_batches
 from robustlayers.layers import count_params
-from robustlayers.models import create_model
-from robustlayers.runs import RunDir, RunIndex, capture_rng_state, epoch_tag, restore_rng_state
+from robustlayers.runs import (CheckpointCorrupt, RunDir, RunIndex, capture_rng_state, epoch_tag,
+                               restore_rng_state)
 from robustlayers.train.config import TrainConfig, config_from_dict
 from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
 from robustlayers.train.methods import make_method
@@ -85,9 +90,12 @@ def load_splits(config: TrainConfig, device: torch.device) -> dict:
 
 
 def build_model(config: TrainConfig, info, device: torch.device):
-    kwargs = {"num_classes": info.num_classes, "in_channels": info.shape[0],
-              "input_size": info.shape[1], "mean": list(info.mean), "std": list(info.std)}
-    model = create_model(config.model, seed=derive_seed(config.seed, "model") % 2**31, **kwargs)
+    """(model, model_kwargs): the run's model built by :mod:`robustlayers.builders` for the
+    dataset (with ``config.activation``), initialised from ``(seed, "model")``, on ``device``.
+    ``model_kwargs`` (recorded in config.json) rebuilds it with ``create_model``."""
+    kwargs = builders.model_kwargs_for(info, activation=config.activation)
+    model = builders.build_model(config.model, info, activation=config.activation,
+                                 seed=derive_seed(config.seed, "model") % 2**31)
     model = model.to(device)
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -186,33 +194,104 @@ def restore_state(ctx: TrainContext, method, state: dict) -> tuple[int, dict]:
     return state["epoch"], state["best"]
 
 
+def reconcile_best(run: RunDir, model, state: dict | None, start_epoch: int,
+                   best: dict) -> None:
+    """On resume, make checkpoint ``best`` agree with the best record ``best`` restored from the
+    resume checkpoint (epoch ``start_epoch``, ``state``), i.e. with the replay.
+
+    ``best`` is saved before the epoch checkpoint of the same epoch (and on epochs without one
+    when ``checkpoint_every`` > 1), so a run killed in between leaves a ``best`` from an epoch
+    later than the one it resumes from, which may have overwritten the recorded best. Such a
+    ``best`` (or a corrupt one) is replaced by the recorded best epoch's weights — the resumed
+    weights when that is ``start_epoch``, else its epoch checkpoint if still kept — or, when
+    those are gone, dropped (with a warning): the replay saves a new one when it finds it."""
+    want = best["epoch"]
+    root = run.checkpoint_root
+    try:
+        have = run.verify_checkpoint("best").get("epoch")
+        present = True
+    except FileNotFoundError:
+        have, present = None, False
+    except CheckpointCorrupt:
+        have, present = "corrupt", True
+    if present and have == want:
+        return
+    stale = present and (have == "corrupt" or want is None
+                         or not isinstance(have, int) or have > start_epoch)
+    if want is not None:
+        if want == start_epoch and state is not None:
+            run.save_checkpoint("best", model, state, epoch=want)
+            return
+        source = copy.deepcopy(model)
+        try:
+            saved = run.load_checkpoint(epoch_tag(want), source)
+        except (FileNotFoundError, CheckpointCorrupt):
+            print(f"robustlayers train: the weights of the recorded best epoch {want} are no "
+                  f"longer kept (checkpoint best holds epoch {have}); the replay saves a new "
+                  f"best when it finds one", file=sys.stderr)
+        else:
+            run.save_checkpoint("best", source, saved, epoch=want)
+            return
+    if stale:
+        print(f"robustlayers train: dropping checkpoint best (epoch {have}): it is later than "
+              f"the resume point (epoch {start_epoch}) or corrupt", file=sys.stderr)
+        trash = root / f".tmp-drop-best-{os.getpid()}"
+        os.rename(root / "best", trash)   # .tmp-* leftovers are removed on the next resume
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def train_step(ctx: TrainContext, method, x: torch.Tensor, y: torch.Tensor):
+    """One optimisation step of ``method`` on the batch ``(x, y)``: zero_grad → method.loss →
+    backward → before_optimizer_step → optimizer.step → scheduler.step (per iteration).
+    Returns ``(out, logits_clean)``: the method's StepOutput and the clean logits (the method's
+    own, or one extra eval-mode forward when ``config.train_clean_metrics``; else None)."""
+    model, config = ctx.model, ctx.config
+    x = device_layout(ctx, x)
+    ctx.optimizer.zero_grad(set_to_none=True)
+    with ctx.autocast():
+        out = method.loss(ctx, x, y)
+    out.loss.backward()
+    method.before_optimizer_step(ctx)
+    logits_clean = out.logits_clean
+    if logits_clean is None and config.train_clean_metrics:
+        with attack_mode(model), torch.no_grad(), ctx.autocast():
+            logits_clean = model(x)
+    ctx.optimizer.step()
+    ctx.scheduler.step()
+    ctx.step += 1
+    return out, logits_clean
+
+
+def train_steps(ctx: TrainContext, method, batches):
+    """Train ``ctx.model`` (in train() mode) on each ``(x, y)`` of ``batches`` with
+    :func:`train_step`; yields ``(y, out, logits_clean)`` per batch. The loop's
+    :func:`train_epoch` and the training-time measurement of
+    :func:`robustlayers.analysis.time_training_epoch` both run this."""
+    ctx.model.train()
+    for x, y in batches:
+        out, logits_clean = train_step(ctx, method, x, y)
+        yield y, out, logits_clean
+
+
+def epoch_batches(ctx: TrainContext, data, epoch: int):
+    """The shuffled (and, with ``config.augment``, augmented) training batches of ``epoch``: a
+    deterministic function of (seed, epoch)."""
+    config = ctx.config
+    return iter_batches(data, config.batch_size, shuffle=True,
+                        augment="default" if config.augment else None, seed=config.seed,
+                        epoch=epoch, device=ctx.device)
+
+
 def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
-    """One pass over ``data``: per batch zero_grad → method.loss → backward →
-    before_optimizer_step → optimizer.step → scheduler.step (per iteration). Returns the
+    """One pass over ``data`` (:func:`train_steps` on :func:`epoch_batches`). Returns the
     epoch's train metrics (lr at its start, loss, clean/adversarial accuracy, method extras)."""
-    model, config, device = ctx.model, ctx.config, ctx.device
+    config, device = ctx.config, ctx.device
     lrs = ctx.scheduler.get_last_lr()
-    model.train()
     zero = lambda: torch.zeros((), device=device)  # noqa: E731 - sums stay on device (no sync)
     sums, counts = {"loss": zero(), "clean": zero(), "adv": zero()}, {"clean": 0, "adv": 0}
     bar = tqdm(total=len(data), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img",
                leave=False, disable=config.quiet, file=sys.stderr)
-    for x, y in iter_batches(data, config.batch_size, shuffle=True,
-                             augment="default" if config.augment else None, seed=config.seed,
-                             epoch=epoch, device=device):
-        x = device_layout(ctx, x)
-        ctx.optimizer.zero_grad(set_to_none=True)
-        with ctx.autocast():
-            out = method.loss(ctx, x, y)
-        out.loss.backward()
-        method.before_optimizer_step(ctx)
-        logits_clean = out.logits_clean
-        if logits_clean is None and config.train_clean_metrics:
-            with attack_mode(model), torch.no_grad(), ctx.autocast():
-                logits_clean = model(x)
-        ctx.optimizer.step()
-        ctx.scheduler.step()
-        ctx.step += 1
+    for y, out, logits_clean in train_steps(ctx, method, epoch_batches(ctx, data, epoch)):
         n = len(y)
         sums["loss"] += out.loss.detach().float() * n
         for name, value in out.extra.items():
@@ -288,30 +367,31 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
         ctx.rebuild_optimizer()
     record = saved_config or {**config.to_dict(), "model_kwargs": model_kwargs}
     run = RunDir.create(run_path, record, selections=ctx.selections, exist_ok=resuming)
-    ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
-
-    select_by = config.select_by
-    if select_by == "auto":
-        select_by = "robust" if method.adversarial and config.eval_steps > 0 else "clean"
-    split = "val" if data["val"] is not None else "test"
-    key = f"{split}_{select_by}_acc"
-    start_epoch, best = 0, {"value": None, "epoch": None, "metrics": None}
-    if resuming:
-        tag = run.latest_checkpoint()
-        for note in run.warnings:
-            print(f"robustlayers train: {note}", file=sys.stderr)
-        if tag is not None:
-            state = run.load_checkpoint(tag, model)
-            start_epoch, best = restore_state(ctx, method, state)
-            print(f"resuming {run.path} from checkpoint {tag}", file=sys.stderr)
-        else:
-            print(f"no complete checkpoint in {run.path}; starting from epoch 0",
-                  file=sys.stderr)
-        run.truncate_metrics(start_epoch)
-    index_run(run, config)
-
-    started = time.perf_counter()
+    # from here on every failure leaves result.json "failed" (never "running" forever)
     try:
+        ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
+        select_by = config.select_by
+        if select_by == "auto":
+            select_by = "robust" if method.adversarial and config.eval_steps > 0 else "clean"
+        split = "val" if data["val"] is not None else "test"
+        key = f"{split}_{select_by}_acc"
+        start_epoch, best = 0, {"value": None, "epoch": None, "metrics": None}
+        if resuming:
+            tag, state = run.latest_checkpoint(), None
+            for note in run.warnings:
+                print(f"robustlayers train: {note}", file=sys.stderr)
+            if tag is not None:
+                state = run.load_checkpoint(tag, model)
+                start_epoch, best = restore_state(ctx, method, state)
+                print(f"resuming {run.path} from checkpoint {tag}", file=sys.stderr)
+            else:
+                print(f"no complete checkpoint in {run.path}; starting from epoch 0",
+                      file=sys.stderr)
+            run.truncate_metrics(start_epoch)
+            reconcile_best(run, model, state, start_epoch, best)
+        index_run(run, config)
+
+        started = time.perf_counter()
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
             ctx.seed_epoch(epoch)
@@ -345,7 +425,11 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                 tqdm.write(_summary(row), file=sys.stderr)
     except BaseException as err:
         run.mark_failed(err)
-        index_run(run, config)
+        try:
+            index_run(run, config)
+        except Exception as index_err:  # the original error is the one to report
+            print(f"robustlayers train: could not update the runs index: {index_err}",
+                  file=sys.stderr)
         raise
 
     run.write_result(_result(run, config, ctx, method, best, key,

@@ -34,8 +34,8 @@ def trades_examples(ctx, x: torch.Tensor, steps: int | None = None,
     """The TRADES inner maximisation (KL objective, 0.001·N(0,1) start; noise from
     ``ctx.generator``). Only the input gradient is taken (autograd.grad w.r.t. x_adv)."""
     model, threat = ctx.model, ctx.threat
-    steps = steps or ctx.config.steps
-    alpha = alpha or ctx.alpha
+    steps = ctx.config.steps if steps is None else steps
+    alpha = ctx.alpha if alpha is None else alpha
     with attack_mode(model), torch.enable_grad():
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1).detach()
