@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from robustlayers.data import get_dataset_info, list_datasets
+from robustlayers.data import list_datasets
+from robustlayers.devices import DEVICE_CHOICES, resolve_device  # noqa: F401 (re-exported)
 
 
 def add_dataset_option(parser, *, default: str | None = None, required: bool = False) -> None:
@@ -34,32 +35,7 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
 def add_device_option(parser, *, default: str = "auto") -> None:
     """``--device auto|cpu|cuda`` (resolved with :func:`resolve_device`)."""
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=default,
                         help="auto (default): cuda when available, else cpu")
-
-
-def resolve_device(name: str | None = "auto"):
-    """The ``torch.device`` for ``name``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (cuda when
-    available, else cpu; ``None`` means auto). An unknown name, or ``"cuda"`` on a machine
-    without a usable CUDA device, raises ValueError naming the valid choices."""
-    import torch
-
-    if name is None:
-        name = "auto"
-    if not isinstance(name, str) or name not in DEVICE_CHOICES:
-        raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; valid choices "
-                         "here: cpu, auto")
-    return torch.device(name)
-
-
-def dataset_info_or_error(name: str):
-    return get_dataset_info(name)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from robustlayers.analysis.diagnose import ANALYSES, diagnose, parse_analyses
 from robustlayers.analysis.quantization import DEFAULT_BETA, DEFAULT_BETAS
+from robustlayers.cli.common import add_device_option, resolve_device
 
 
 def add_parser(subparsers):
@@ -100,7 +101,7 @@ def _add_quantization_args(parser) -> None:
 
 def _add_output_args(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    add_device_option(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="diagnosis", help="output folder (default ./diagnosis)")
     parser.add_argument("--json", action="store_true",
@@ -208,7 +209,8 @@ def _load_models(args):
         loaded.append((model, config, label, spec))
     dataset = _same_dataset(args.dataset, loaded)
     labels = _labels([item[2] for item in loaded], args.label)
-    models = {label: item[0].to(args.device).eval() for label, item in zip(labels, loaded)}
+    device = resolve_device(args.device)
+    models = {label: item[0].to(device).eval() for label, item in zip(labels, loaded)}
     return models, {label: str(item[3]) for label, item in zip(labels, loaded)}, dataset
 
 

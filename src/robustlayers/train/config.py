@@ -15,11 +15,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from robustlayers.devices import DEVICE_CHOICES
+
 METHODS = ("natural", "pgd-at", "trades", "mart", "awp", "fast-at")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("piecewise", "cosine", "onecycle", "constant")
 NORMS = ("linf", "l2")
-DEVICES = ("cpu", "cuda", "auto")
 AWP_BASES = ("pgd-at", "trades")
 SELECT_BY = ("auto", "robust", "clean")
 
@@ -114,7 +115,7 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("norm", self.norm, NORMS)
-        _choice("device", self.device, DEVICES)
+        _choice("device", self.device, DEVICE_CHOICES)
         self.awp_base = _canon(self.awp_base)
         _choice("awp_base", self.awp_base, AWP_BASES)
         _choice("select_by", self.select_by, SELECT_BY)

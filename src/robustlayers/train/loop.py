@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from robustlayers import builders
 from robustlayers.attacks import PGD, attack_mode
 from robustlayers.data import get_dataset_info, iter_batches, load_dataset, num_batches
+from robustlayers.devices import resolve_device
 from robustlayers.layers import count_params
 from robustlayers.runs import (CheckpointCorrupt, RunDir, RunIndex, capture_rng_state, epoch_tag,
                                restore_rng_state)
@@ -53,15 +54,6 @@ RUN_ONLY_KEYS = ("model_kwargs",)
 
 
 # --- set-up -------------------------------------------------------------------------------------
-
-def resolve_device(config: TrainConfig) -> torch.device:
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; valid choices "
-                         "here: cpu, auto")
-    return torch.device(config.device)
-
 
 def load_splits(config: TrainConfig, device: torch.device) -> dict:
     """train / val (held out of train by a seeded permutation) / test / eval (the fixed test
@@ -348,7 +340,7 @@ def resume_run(run_dir: str | Path, *, quiet: bool | None = None,
 
 def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
          saved_config: dict | None = None) -> RunDir:
-    device = resolve_device(config)
+    device = resolve_device(config.device)
     info = get_dataset_info(config.dataset)
     seed_globals(config.seed)
     data = load_splits(config, device)
