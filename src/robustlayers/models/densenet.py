@@ -66,21 +66,12 @@ class DenseNet(ZooModel):
         num_layers: tuple[int, int, int, int] = (6, 12, 24, 16),
         growth_rate: int = 32,
         reduction: float = 0.5,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        mean=None,
-        std=None,
-        activation: str = "relu",
+        **zoo,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            mean=mean, std=std, activation=activation,
-        )
+        super().__init__(**zoo)  # num_classes, in_channels, input_size, mean, std, activation
         self.growth_rate = growth_rate
         planes = 2 * growth_rate
-        self.conv1 = nn.Conv2d(in_channels, planes, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(self.in_channels, planes, 3, padding=1, bias=False)
         self.layer_blocks = {"normalize": "stem", "conv1": "stem"}
         for s, n in enumerate(num_layers, start=1):
             dense = nn.Sequential(*[
@@ -100,7 +91,7 @@ class DenseNet(ZooModel):
         self.act = self.act_module()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        self.linear = nn.Linear(planes, num_classes)
+        self.linear = nn.Linear(planes, self.num_classes)
         self.layer_blocks.update(
             {"bn": "head", "act": "head", "pool": "head", "flatten": "head", "linear": "head"}
         )

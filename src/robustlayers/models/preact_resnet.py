@@ -61,20 +61,11 @@ class PreActResNet(ZooModel):
     def __init__(
         self,
         num_blocks: tuple[int, int, int, int],
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        mean=None,
-        std=None,
-        activation: str = "relu",
+        **zoo,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            mean=mean, std=std, activation=activation,
-        )
+        super().__init__(**zoo)  # num_classes, in_channels, input_size, mean, std, activation
         self.in_planes = 64
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(self.in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.layer1 = self._make_layer(64, num_blocks[0], stride=1)
         self.layer2 = self._make_layer(128, num_blocks[1], stride=2)
         self.layer3 = self._make_layer(256, num_blocks[2], stride=2)
@@ -83,7 +74,7 @@ class PreActResNet(ZooModel):
         self.act = self.act_module()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        self.linear = nn.Linear(512 * PreActBlock.expansion, num_classes)
+        self.linear = nn.Linear(512 * PreActBlock.expansion, self.num_classes)
         self.layer_blocks = {
             "normalize": "stem", "conv1": "stem",
             "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4",

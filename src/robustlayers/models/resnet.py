@@ -97,20 +97,11 @@ class ResNet(ZooModel):
         self,
         block: type[BasicBlock] | type[Bottleneck],
         num_blocks: tuple[int, int, int, int],
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        mean=None,
-        std=None,
-        activation: str = "relu",
+        **zoo,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            mean=mean, std=std, activation=activation,
-        )
+        super().__init__(**zoo)  # num_classes, in_channels, input_size, mean, std, activation
         self.in_planes = 64
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(self.in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.act1 = self.act_module()
         self.layer1 = self._make_layer(block, 64, num_blocks[0], stride=1)
@@ -119,7 +110,7 @@ class ResNet(ZooModel):
         self.layer4 = self._make_layer(block, 512, num_blocks[3], stride=2)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        self.linear = nn.Linear(512 * block.expansion, num_classes)
+        self.linear = nn.Linear(512 * block.expansion, self.num_classes)
         self.layer_blocks = {
             "normalize": "stem", "conv1": "stem", "bn1": "stem", "act1": "stem",
             "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4",
