@@ -35,7 +35,7 @@ def add_parser(subparsers):
     parser.add_argument("--epochs", type=int, default=5, help="training epochs of each model")
     parser.add_argument("--train-size", type=int, default=10000, help="training images used")
     parser.add_argument("--eval-size", type=int, default=1000, help="test images attacked")
-    parser.add_argument("--diagnose-size", type=int, default=500,
+    parser.add_argument("--diagnose-size", type=int, default=300,
                         help="test images the diagnosis uses")
     parser.add_argument("--seed", type=int, default=0)
     return parser
