@@ -1,0 +1,28 @@
+"""The main job end to end on a tiny schedule: train both models, evaluate, diagnose."""
+
+import json
+
+from robustlayers.cli.main import main
+
+
+def test_demo_runs_end_to_end_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--epochs", "1", "--train-size", "256",
+            "--eval-size", "64", "--diagnose-size", "40"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "== Layer map of the small CNN" in printed and "head.3" in printed
+    assert "pgd-20 acc" in printed and "natural" in printed and "pgd-at" in printed
+    report = out / "diagnosis" / "report.html"
+    assert f"report: {report.resolve()}" in printed
+    assert report.stat().st_size > 10_000 and "data:image/png;base64," in report.read_text()
+    diagnosis = json.loads((out / "diagnosis" / "diagnosis.json").read_text())
+    assert set(diagnosis["models_info"]) == {"natural", "pgd-at"}
+    assert diagnosis["analyses_run"] == ["psr", "criticality", "filter-norms", "quantization",
+                                         "preact"]
+    assert diagnosis["data"]["n_examples"] == 40
+    for method in ("natural", "pgd-at"):
+        result = json.loads((out / "runs" / method / "result.json").read_text())
+        assert 0.0 <= result["clean_acc"] <= 1.0
+    assert main(argv) == 2
+    assert "already holds a demo" in capsys.readouterr().err
