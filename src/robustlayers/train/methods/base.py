@@ -23,6 +23,7 @@ Order of calls made by :func:`robustlayers.train.loop.train`::
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -47,7 +48,7 @@ class StepOutput:
     extra: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
-class Method:
+class Method(abc.ABC):
     """Base class: override ``loss``; the other hooks default to doing nothing.
 
     ``adversarial`` says whether the method trains on adversarial inputs (it decides the default
@@ -66,8 +67,9 @@ class Method:
     def on_epoch_start(self, ctx, epoch: int) -> None:
         """Before each epoch (0-based): may call ctx.freeze / ctx.unfreeze / ctx.set_param_groups."""
 
-    def loss(self, ctx, x: torch.Tensor, y: torch.Tensor) -> StepOutput:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def loss(self, ctx, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        """The training loss of one batch (the loop calls backward on it)."""
 
     def before_optimizer_step(self, ctx) -> None:
         """After backward, before ``optimizer.step()`` (gradients are in ``.grad``)."""

@@ -11,6 +11,8 @@ Adversarial methods split their work in two so that AWP (and RAT_WP) can reuse t
 
 from __future__ import annotations
 
+import abc
+
 import torch.nn.functional as F
 
 from .base import Method, StepOutput, register_method
@@ -19,11 +21,13 @@ from .base import Method, StepOutput, register_method
 class AdversarialMethod(Method):
     """``loss = objective(ctx, ctx.model, x, examples(ctx, x, y), y)``."""
 
-    def examples(self, ctx, x, y):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def examples(self, ctx, x, y):
+        """The adversarial examples of one batch (the inner maximisation)."""
 
-    def objective(self, ctx, model, x, x_adv, y) -> StepOutput:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def objective(self, ctx, model, x, x_adv, y) -> StepOutput:
+        """The outer loss given the clean and adversarial batch."""
 
     def loss(self, ctx, x, y) -> StepOutput:
         return self.objective(ctx, ctx.model, x, self.examples(ctx, x, y), y)
