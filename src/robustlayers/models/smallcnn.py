@@ -44,26 +44,19 @@ class SmallCNN(ZooModel):
         *,
         channels: tuple[int, int] = (16, 32),
         hidden: int = 128,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        input_size: int = 28,
-        mean=None,
-        std=None,
-        activation: str = "relu",
+        **zoo,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            mean=mean, std=std, activation=activation,
-        )
+        # zoo: num_classes, in_channels, input_size, mean, std, activation (see ZooModel)
+        super().__init__(**{"in_channels": 1, "input_size": 28, **zoo})
         c1, c2 = channels
-        self.layer1 = _conv_stage(in_channels, c1, self.activation)
+        self.layer1 = _conv_stage(self.in_channels, c1, self.activation)
         self.layer2 = _conv_stage(c1, c2, self.activation)
-        side = input_size // 2 // 2
+        side = self.input_size // 2 // 2
         self.head = nn.Sequential(
             nn.Flatten(1),
             nn.Linear(c2 * side * side, hidden),
             make_activation(self.activation),
-            nn.Linear(hidden, num_classes),
+            nn.Linear(hidden, self.num_classes),
         )
         self.layer_blocks = {"normalize": "layer1", "layer1": "layer1", "layer2": "layer2",
                              "head": "head"}

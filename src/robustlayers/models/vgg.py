@@ -35,22 +35,13 @@ class VGG(ZooModel):
     def __init__(
         self,
         config: str = "vgg16",
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        mean=None,
-        std=None,
-        activation: str = "relu",
+        **zoo,
     ) -> None:
         if config not in VGG_STAGES:
             raise ValueError(f"unknown VGG config {config!r}; valid choices: {', '.join(VGG_STAGES)}")
-        super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            mean=mean, std=std, activation=activation,
-        )
+        super().__init__(**zoo)  # num_classes, in_channels, input_size, mean, std, activation
         self.config = config
-        channels = in_channels
+        channels = self.in_channels
         for s, stage in enumerate(VGG_STAGES[config], start=1):
             mods: list[nn.Module] = []
             for width in stage:
@@ -61,7 +52,7 @@ class VGG(ZooModel):
             setattr(self, f"layer{s}", nn.Sequential(*mods))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        self.linear = nn.Linear(channels, num_classes)
+        self.linear = nn.Linear(channels, self.num_classes)
         self.layer_blocks = {"normalize": "layer1"}  # VGG has no separate stem
         self.layer_blocks.update({f"layer{s}": f"layer{s}" for s in range(1, 6)})
         self.layer_blocks.update({"pool": "head", "flatten": "head", "linear": "head"})

@@ -76,24 +76,15 @@ class WideResNet(ZooModel):
         self,
         depth: int = 34,
         widen_factor: int = 10,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        input_size: int = 32,
-        mean=None,
-        std=None,
-        activation: str = "relu",
+        **zoo,
     ) -> None:
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WideResNet depth must be 6n + 4 with n >= 1 (e.g. 28, 34, 70); got {depth}")
-        super().__init__(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            mean=mean, std=std, activation=activation,
-        )
+        super().__init__(**zoo)  # num_classes, in_channels, input_size, mean, std, activation
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.depth, self.widen_factor = depth, widen_factor
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(self.in_channels, widths[0], 3, stride=1, padding=1, bias=False)
         self.block1 = NetworkBlock(n, widths[0], widths[1], 1, self.activation)
         self.block2 = NetworkBlock(n, widths[1], widths[2], 2, self.activation)
         self.block3 = NetworkBlock(n, widths[2], widths[3], 2, self.activation)
@@ -101,7 +92,7 @@ class WideResNet(ZooModel):
         self.act = self.act_module()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(widths[3], num_classes)
+        self.fc = nn.Linear(widths[3], self.num_classes)
         self.layer_blocks = {
             "normalize": "stem", "conv1": "stem",
             "block1": "layer1", "block2": "layer2", "block3": "layer3",
