@@ -25,6 +25,17 @@ from torch import nn
 from .common import ZooModel, make_activation
 
 
+def shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
+    """Identity, or a 1x1 conv + BN projection (``shortcut.0``, ``shortcut.1``) when the block
+    changes resolution or width — the kuangliu/pytorch-cifar key layout."""
+    if stride == 1 and in_planes == out_planes:
+        return nn.Sequential()
+    return nn.Sequential(
+        nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
+        nn.BatchNorm2d(out_planes),
+    )
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions + identity/projection shortcut; ``act`` after the residual add."""
 
@@ -37,12 +48,7 @@ class BasicBlock(nn.Module):
         self.act1 = make_activation(activation)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes * self.expansion:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes * self.expansion, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * self.expansion),
-            )
+        self.shortcut = shortcut(in_planes, planes * self.expansion, stride)
         self.act = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,12 +73,7 @@ class Bottleneck(nn.Module):
         self.act2 = make_activation(activation)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes * self.expansion:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes * self.expansion, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * self.expansion),
-            )
+        self.shortcut = shortcut(in_planes, planes * self.expansion, stride)
         self.act = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
