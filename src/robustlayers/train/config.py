@@ -89,7 +89,7 @@ class TrainConfig:
     amp: bool = True                   # bf16 autocast, CUDA only (CPU always fp32)
     channels_last: bool = True         # CUDA only
     # --- run directory -----------------------------------------------------------------------
-    checkpoint_every: int = 1          # epochs between epoch-XXXX checkpoints (last always kept)
+    checkpoint_every: int = 1          # epochs between epoch-NNNN checkpoints (last always kept)
     keep_checkpoints: int = 2          # epoch checkpoints kept (best is kept separately)
     out: str | None = None             # run directory; None: a new folder under runs_root
     runs_root: str = "runs"
