@@ -152,3 +152,20 @@ def test_transfer_validates_target(model):
         attack(None, _x(), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="label count mismatch"):
         attack(model, _x(), torch.zeros(2, dtype=torch.long))
+
+
+def test_attack_base_classes_are_abstract():
+    from robustlayers.attacks import Attack, GradientAttack, ThreatModel
+
+    threat = ThreatModel("linf", 0.1)
+    for base in (Attack, GradientAttack):
+        with pytest.raises(TypeError, match="abstract"):
+            base(threat)
+
+    class Identity(GradientAttack):
+        def _perturb(self, model, x, y, generator):
+            return x
+
+    x = torch.rand(2, 1, 4, 4)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    assert torch.equal(Identity(threat)(model, x, torch.tensor([0, 1])), x)

@@ -5,7 +5,7 @@ respect to the perturbation, is deterministic for a given seed, and describes it
 ``.config()`` (JSON-able) for run records.
 """
 from .autoattack import AA_ATTACKS, VERSIONS, AutoAttackAdapter
-from .base import LOSSES, Attack, attack_mode, check_inputs, margin_loss
+from .base import LOSSES, Attack, GradientAttack, attack_mode, check_inputs, margin_loss
 from .bpda import BPDA, BPDAWrapper, straight_through
 from .checks import check_images, check_labels
 from .feature_pgd import FeaturePGD, feature_distance, feature_l2, resolve_layer_names
@@ -17,6 +17,7 @@ from .transfer import TransferAttack, quantize_8bit
 
 __all__ = [
     "AA_ATTACKS", "Attack", "AutoAttackAdapter", "BPDA", "BPDAWrapper", "FGSM", "FeaturePGD",
+    "GradientAttack",
     "LOSSES", "NORMS", "PGD", "ThreatModel", "TransferAttack", "VERSIONS", "attack_mode",
     "check_images", "check_inputs", "check_labels", "describe_attacks", "describe_eps",
     "feature_distance", "feature_l2", "list_attacks", "make_attack", "margin_loss", "parse_eps",

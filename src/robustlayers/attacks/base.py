@@ -6,6 +6,8 @@ touched and the returned ``x_adv`` is detached.
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,8 +27,10 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return other - true
 
 
-class Attack:
-    """Base class. Subclasses implement ``_perturb(model, x, y, generator) -> x_adv``."""
+class Attack(abc.ABC):
+    """Base class of every attack: threat model, settings, ``config()`` and the call shape
+    ``attack(model, x, y) -> x_adv``. Gradient attacks subclass :class:`GradientAttack`;
+    wrappers (BPDA, transfer, AutoAttack) implement ``__call__`` themselves."""
 
     name = "attack"
     labels_required = True
@@ -58,6 +62,17 @@ class Attack:
     def __repr__(self):
         return f"{type(self).__name__}({self.config()})"
 
+    @abc.abstractmethod
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                 seed: int | None = None) -> torch.Tensor:
+        """Return the adversarial images for ``(x, y)`` against ``model``."""
+
+
+class GradientAttack(Attack):
+    """An attack that ascends an objective by gradients w.r.t. δ: inputs are validated, the
+    model is switched to ``eval()`` (restored afterwards) and subclasses implement
+    ``_perturb(model, x, y, generator) -> x_adv``."""
+
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                  seed: int | None = None) -> torch.Tensor:
         """Return x_adv (detached). ``seed`` overrides the attack's seed for this call only
@@ -72,8 +87,9 @@ class Attack:
             x_adv = self._perturb(model, x, y, gen)
         return x_adv.detach().clamp(0, 1)
 
-    def _perturb(self, model, x, y, generator):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _perturb(self, model, x, y, generator) -> torch.Tensor:
+        """The attack itself, on validated inputs with the model in attack mode."""
 
     # --- helpers for gradient attacks ----------------------------------------------------------
     def objective(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

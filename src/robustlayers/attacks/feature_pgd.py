@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .base import Attack, attack_mode, check_inputs, check_model
+from .base import GradientAttack, attack_mode, check_inputs, check_model
 from .threat import ThreatModel
 
 Objective = Callable[[dict, dict], torch.Tensor]
@@ -74,7 +74,7 @@ def _evaluate(objective, feats_adv, feats_clean, n) -> torch.Tensor:
     return value
 
 
-class FeaturePGD(Attack):
+class FeaturePGD(GradientAttack):
     """PGD ascending Σ_{i∈S} ‖F_i(x+δ) − F_i(x)‖₂ (CLAT Eq. 5), or ``objective(adv, clean)``.
 
     ``selection``: expression string, Selection, ResolvedSelection or list of layer names,

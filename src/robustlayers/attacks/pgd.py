@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack
+from .base import GradientAttack
 from .threat import ThreatModel
 
 
-class PGD(Attack):
+class PGD(GradientAttack):
     """PGD-k. ``alpha`` defaults to 2.5·ε/steps (Madry et al.; same rule for ℓ2).
 
     EARLY: ε=8/255, α=2/255, 10 steps (train) / α=1/255, 100 steps (test). SPECTRUM: α=(ε/8)·2/255.
