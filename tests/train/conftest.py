@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robustlayers.data import get_dataset_info
-from robustlayers.train import TrainConfig, TrainContext
+from robustlayers.train import TrainContext, config_from_dict
 
 
 class Toy(nn.Module):
@@ -31,7 +31,7 @@ def make_ctx(model=None, *, steps_per_epoch: int = 4, **overrides):
     """A TrainContext on the toy model with ε=0.1, α=0.03 (CPU)."""
     fields = dict(eps=0.1, alpha=0.03, steps=3, lr=0.1, epochs=2, device="cpu")
     fields.update(overrides)
-    config = TrainConfig(**fields).validate()
+    config = config_from_dict(fields)  # old flat method keys (awp_gamma=...) still translate
     model = model if model is not None else Toy()
     ctx = TrainContext(model, config, device=torch.device("cpu"),
                        info=get_dataset_info("fashion-mnist"), steps_per_epoch=steps_per_epoch)

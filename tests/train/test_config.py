@@ -15,11 +15,11 @@ from robustlayers.train import (TrainConfig, apply_overrides, config_from_dict, 
     ("schedule", "cosin", "did you mean 'cosine'.*piecewise, cosine, onecycle, constant"),
     ("optimizer", "adamw", "valid choices: sgd, adam"),
     ("norm", "linf2", "valid choices: linf, l2"),
-    ("awp_base", "mart", "valid choices: pgd-at, trades"),
+    ("method_args", {"gamma": 1}, "method 'pgd-at' has no setting 'gamma'; its settings: none"),
     ("epochs", 0, "epochs must be an integer >= 1"),
     ("lr", -1.0, "lr must be a number >= 0"),
-    ("eps", 0, "eps must be a number > 0"),
-    ("param_groups", [{"lr": 0.1}], "must be a dict with a 'select' key"),
+    ("eps", 0, "eps must be a finite number > 0"),
+    ("param_groups", [{"lr": 0.1}], "must be a mapping with a 'select' key"),
     ("param_groups", [{"select": "fc", "lrr": 1}], "valid keys: select, lr"),
 ])
 def test_invalid_values_name_the_valid_choices(key, value, match):
@@ -28,8 +28,9 @@ def test_invalid_values_name_the_valid_choices(key, value, match):
 
 
 def test_unknown_key_suggests_close_matches():
-    with pytest.raises(ValueError, match="unknown config key 'trades_bta'.*did you mean trades_beta"):
-        config_from_dict({"trades_bta": 3})
+    with pytest.raises(ValueError, match="unknown config key 'method_arg'.*did you mean "
+                                         "method_args"):
+        config_from_dict({"method_arg": {"beta": 3}})
 
 
 def test_method_names_are_canonicalised():
@@ -76,7 +77,22 @@ def test_presets_follow_the_papers():
     assert (rat.epochs, rat.weight_decay, rat.milestones, rat.steps) == (200, 5e-4, [0.5, 0.75], 10)
     early = preset("early-resnet")
     assert (early.weight_decay, early.milestones, early.epochs, early.seed) == (2e-4, [75], 80, 2022)
-    assert preset("rat-wp-cifar10").awp_select == "block:3,4"
+    rat_wp = preset("rat-wp-cifar10")
+    assert (rat_wp.method, rat_wp.method_args["layers"], rat_wp.method_args["gamma"],
+            rat_wp.attack_mode) == ("rat-wp", "block:3,4", 0.01, "train")
+    trades_wp = preset("rat-wp-trades-cifar10").method_args
+    assert (trades_wp["base"], trades_wp["gamma"], trades_wp["warmup"], trades_wp["beta"]) == \
+        ("trades", 0.005, 10, 6.0)
+    rat_lr = preset("rat-lr-cifar10")
+    assert (rat_lr.method, rat_lr.method_args) == (
+        "rat-lr", {"layers": "block:3,4", "layers_lr": 0.1, "layers_schedule": "constant"})
+    assert preset("rat-svhn").alpha == pytest.approx(1 / 255)
+    l2 = preset("rat-l2-cifar10")
+    assert (l2.norm, l2.eps, l2.alpha) == ("l2", pytest.approx(128 / 255), pytest.approx(15 / 255))
+    vgg = preset("early-vgg")
+    assert (vgg.optimizer, vgg.lr, vgg.weight_decay, vgg.milestones, vgg.epochs) == \
+        ("adam", 1e-3, 0.0, [50, 75], 100)
+    assert (early.final_steps, early.final_alpha) == (100, pytest.approx(1 / 255))
     assert preset("fmnist-quick", epochs=1).epochs == 1
     with pytest.raises(ValueError, match="valid choices: rat-cifar10"):
         preset("rat")

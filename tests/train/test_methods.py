@@ -171,9 +171,12 @@ def test_awp_trades_base_and_bad_selection(batch):
     out = method.loss(ctx, x, y)
     assert "kl" in out.extra
     method.before_optimizer_step(ctx)
-    bad = make_method("awp", make_ctx(awp_select="bn").config)
+    bad = make_method("awp", make_ctx(method="awp", method_args={"layers": "bn"}).config)
     with pytest.raises(ValueError, match="more than one dimension"):
-        bad.setup(make_ctx(awp_select="bn"))
+        bad.setup(make_ctx(method="awp", method_args={"layers": "bn"}))
+    with pytest.raises(ValueError, match="invalid awp setting base 'mart'.*valid choices: "
+                                         "pgd-at, trades"):
+        make_ctx(method="awp", method_args={"base": "mart"})
 
 
 def test_a_new_method_plugs_in_through_the_registry(batch):

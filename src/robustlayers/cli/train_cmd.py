@@ -5,6 +5,12 @@ overrides (later wins: preset < file < flags < --set), run it, print the run dir
     robustlayers train --preset rat-wp-cifar10 --data-dir ~/data --set awp_gamma=0.005
     robustlayers train --config exp.yaml --seed 3 --out runs/exp-s3
     robustlayers train --resume runs/exp-s3          # continue from the newest checkpoint
+    robustlayers train --init-from runs/at@best --code A1N2 --cut layer2.0.conv1   # EARLY stage 2
+    robustlayers train --method rat-wp --layers block:3,4 --gamma 0.01            # RAT_WP
+
+A method's own settings are flags too (--beta, --gamma, --code, ...; each lists the methods that
+have it); giving a setting that only one method has selects that method when --method is not
+given (--code implies --method partial-at).
 """
 
 from __future__ import annotations
@@ -20,7 +26,16 @@ _FLAGS = {
     "dataset": (str, "dataset name (robustlayers data)"),
     "activation": (str, "model activation: relu or swish (SiLU)"),
     "data_dir": (str, "folder holding the dataset files"),
-    "method": (str, "natural, pgd-at, trades, mart, awp, fast-at"),
+    "method": (str, "training method (see --list-methods)"),
+    "init_from": (str, "start from the weights of RUN_DIR[@best|@last|@epoch-N] (default @last) "
+                       "or of a weights file; a fresh optimiser and schedule"),
+    "reinit": (str, "layer selection re-initialised after loading (EARLY stage 2)"),
+    "attack_mode": (str, "training attacks in eval (default; EARLY, TRADES, MART) or train mode "
+                         "with an extra clean forward (robust_overfitting, AWP, RAT)"),
+    "train_eval_size": (int, "RAT's train robust accuracy: PGD on N fixed training images at "
+                             "each epoch end (0: off)"),
+    "final_steps": (int, "PGD steps of the final best/last evaluation on the whole test split "
+                         "(default: eval-steps)"),
     "epochs": (int, "training epochs"),
     "batch_size": (int, "batch size"),
     "lr": (float, "base learning rate"),
@@ -34,11 +49,6 @@ _FLAGS = {
     "eps": (str, "budget in input units: 8/255 or 0.1 (default: the dataset's)"),
     "alpha": (str, "training PGD step size, 2/255 or 0.01 (default: scaled dataset default)"),
     "steps": (int, "training PGD steps"),
-    "trades_beta": (float, "TRADES beta"),
-    "mart_beta": (float, "MART beta"),
-    "awp_gamma": (float, "AWP relative weight-perturbation size gamma"),
-    "awp_warmup": (int, "epochs without weight perturbation"),
-    "awp_select": (str, "layer selection whose weights AWP perturbs (RAT_WP: block:3,4)"),
     "freeze": (str, "layer selection frozen for the whole run"),
     "train_size": (int, "train on a seeded subset of N examples"),
     "test_size": (int, "evaluate clean accuracy on a seeded subset of N test examples"),
@@ -64,6 +74,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="no data augmentation")
     parser.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                         help="no bf16 autocast on CUDA")
+    parser.add_argument("--no-final-eval", dest="final_eval", action="store_false", default=None,
+                        help="skip the final best/last evaluation on the whole test split")
+    parser.add_argument("--train-clean-metrics", action="store_true", default=None,
+                        help="measure train clean accuracy (one extra forward per batch)")
+    settings = parser.add_argument_group(
+        "method settings", "each method's own parameters (given to the chosen method only)")
+    for name, (text, owners) in _method_settings().items():
+        settings.add_argument("--" + name.replace("_", "-"), dest=f"setting_{name}",
+                              default=None, metavar="VALUE",
+                              help=f"{text} [{', '.join(owners)}]")
+    parser.add_argument("--list-methods", action="store_true",
+                        help="print the methods and their settings and exit")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="any config key, dotted for nesting (param_groups.0.lr=0.1); "
@@ -78,9 +100,38 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _method_settings() -> dict[str, tuple[str, list[str]]]:
+    """``{setting: (help, [methods that have it])}`` over every registered method."""
+    from robustlayers.train.methods import list_methods, method_class
+    from robustlayers.train.settings import settings_help
+
+    out: dict[str, tuple[str, list[str]]] = {}
+    for method in list_methods():
+        for name, text in settings_help(method_class(method).Settings).items():
+            if name in out:
+                out[name][1].append(method)
+            else:
+                out[name] = (text, [method])
+    return out
+
+
+def _method_args(args, configured_method: str | None) -> tuple[dict, str | None]:
+    """(method_args given as flags, the method they imply when --method is not given: the one
+    method that has all of them, when the configured method lacks one)."""
+    given = {name: getattr(args, f"setting_{name}") for name in _method_settings()
+             if getattr(args, f"setting_{name}", None) is not None}
+    if not given or args.method:
+        return given, None
+    owners = _method_settings()
+    common = set.intersection(*(set(owners[name][1]) for name in given))
+    if configured_method in common:
+        return given, None
+    return given, (sorted(common)[0] if len(common) == 1 else None)
+
+
 def _flag_values(args) -> dict:
     values = {dest: getattr(args, dest) for dest in _FLAGS if getattr(args, dest) is not None}
-    for dest in ("nesterov", "augment", "amp", "quiet"):
+    for dest in ("nesterov", "augment", "amp", "quiet", "final_eval", "train_clean_metrics"):
         if getattr(args, dest) is not None:
             values[dest] = getattr(args, dest)
     if "milestones" in values:
@@ -96,17 +147,24 @@ def _flag_values(args) -> dict:
 def build_config(args):
     """The validated TrainConfig of preset < config file < flags < --set. ``--eps``/``--alpha``
     strings ("8/255", "0.1") are parsed by the config's validation with the final ``norm``."""
-    from robustlayers.train.config import (PRESETS, TrainConfig, _choice, apply_overrides,
-                                           load_config_file, merge)
+    from robustlayers.train.config import (TrainConfig, apply_overrides, load_config_file,
+                                           merge)
+    from robustlayers.train.presets import preset_values
 
     layers: list = []
     if args.preset:
-        if args.preset not in PRESETS:
-            _choice("preset", args.preset, list(PRESETS))
-        layers.append(PRESETS[args.preset]())
+        layers.append(preset_values(args.preset))
     if args.config:
         layers.append(load_config_file(args.config))
-    layers.append(_flag_values(args))
+    flags = _flag_values(args)
+    below = next((layer["method"] for layer in reversed(layers) if "method" in layer),
+                 TrainConfig().method)
+    method_args, implied = _method_args(args, below)
+    if implied:
+        flags["method"] = implied
+    if method_args:
+        flags["method_args"] = method_args
+    layers.append(flags)
     if args.overrides:
         # dotted keys (param_groups.0.lr) start from the value the layers below give; the
         # layers' keys are already checked (load_config_file, presets, flags)
@@ -123,10 +181,13 @@ def run(args) -> int:
     from robustlayers.train import list_presets, resume_run, train
 
     if args.list_presets:
-        from robustlayers.train.config import PRESETS
+        from robustlayers.train.presets import PRESETS
         for name in list_presets():
             doc = " ".join((PRESETS[name].__doc__ or "").split())
-            print(f"{name:18s} {doc}")
+            print(f"{name:22s} {doc}")
+        return 0
+    if args.list_methods:
+        _print_methods()
         return 0
     if args.resume:
         given = [f"--{d.replace('_', '-')}" for d in _flag_values(args)
@@ -154,3 +215,16 @@ def run(args) -> int:
         print("best - last: " + "  ".join(f"{k} {v:+.4f}" for k, v in gap.items()))
     sys.stdout.flush()
     return 0
+
+
+def _print_methods() -> None:
+    from robustlayers.train.methods import list_methods, method_class
+    from robustlayers.train.settings import settings_help
+
+    for name in list_methods():
+        cls = method_class(name)
+        doc = " ".join((cls.__doc__ or "").split())
+        print(f"{name:12s} {doc}")
+        for setting, text in settings_help(cls.Settings).items():
+            default = getattr(cls.Settings(), setting)
+            print(f"    --{setting.replace('_', '-'):12s} {text} (default: {default!r})")

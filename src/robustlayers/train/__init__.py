@@ -6,7 +6,8 @@
 """
 
 from robustlayers.train.config import (TrainConfig, apply_overrides, config_from_dict,
-                                       list_presets, load_config_file, merge, preset)
+                                       load_config_file, merge)
+from robustlayers.train.presets import list_presets, preset
 from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
 from robustlayers.train.loop import (TIME_FIELDS, evaluate_split, resume_run, train, train_step,
                                      train_steps)

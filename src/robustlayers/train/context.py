@@ -5,9 +5,12 @@ changes the trainable set or the parameter groups), the threat model, a seeded g
 method's own randomness and the record of every layer selection used. Layer-targeted methods
 plug in through its helpers without touching the loop:
 
-- ``ctx.freeze(expr)`` / ``ctx.unfreeze(expr)``: change the trainable set (EARLY partial AT,
-  CLAT, fixed-parameter AT); the optimiser is rebuilt without frozen parameters, keeping the
-  momentum / Adam state of parameters that stay trainable;
+- ``ctx.freeze(expr)`` / ``ctx.unfreeze(expr)`` / ``ctx.set_trainable(expr)``: change the
+  trainable set (EARLY partial AT, CLAT, fixed-parameter AT); the optimiser is rebuilt once
+  without frozen parameters, keeping the momentum / Adam state of parameters that stay trainable;
+- ``ctx.reinit(expr)``: re-initialise a selection (EARLY stage 2), seeded from the run's seed;
+- ``ctx.training_batch(n, seed)``: a seeded batch of training images on demand (CLAT's
+  criticality); ``ctx.init_source``: the record of the run or file the weights started from;
 - ``ctx.set_param_groups([{"select": .., "lr": .., "weight_decay": .., "schedule": ..}])``:
   per-selection learning rates (RAT_LR);
 - ``ctx.select(expr, label=...)``: resolve a selection against the model and record its layer
@@ -29,6 +32,7 @@ from torch import nn
 from robustlayers.attacks import PGD, ThreatModel
 from robustlayers.layers import build_layer_map, select
 from robustlayers.layers import freeze as freeze_layers
+from robustlayers.layers import reinit as reinit_layers
 from robustlayers.layers import unfreeze as unfreeze_layers
 from robustlayers.train.optim import build_optimizer, build_scheduler
 
@@ -69,7 +73,9 @@ class TrainContext:
     epoch being trained), ``step`` (optimizer steps so far), ``steps_per_epoch``, ``generator``
     (on ``device``, reseeded at every epoch start from (seed, epoch)), ``group_spec`` (the
     current parameter-group entries), ``selections`` (label → resolved layer names) and
-    ``events`` (freeze / unfreeze / param-group changes with their epoch).
+    ``events`` (freeze / unfreeze / param-group changes with their epoch), ``train_data``
+    (the training split, for :meth:`training_batch`), ``init_source`` (where the weights
+    started, or None) and ``attack_train_mode`` (training attacks in train() mode).
     """
 
     def __init__(self, model: nn.Module, config, *, device: torch.device, info,
@@ -88,6 +94,9 @@ class TrainContext:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self.on_selection = None  # callback(label, resolved) set by the loop
+        self.train_data = None    # TensorData of the training split, set by the loop
+        self.init_source: dict | None = None
+        self.attack_train_mode = getattr(config, "attack_mode", "eval") == "train"
 
     # --- randomness ---------------------------------------------------------------------------
     def seed_epoch(self, epoch: int) -> None:
@@ -103,6 +112,7 @@ class TrainContext:
 
     def pgd(self, *, steps: int | None = None, alpha: float | None = None, **kwargs) -> PGD:
         """The training PGD (config.steps, α, random start) seeded from ``generator``."""
+        kwargs.setdefault("train_mode", self.attack_train_mode)
         return PGD(self.threat, steps=self.config.steps if steps is None else steps,
                    alpha=self.alpha if alpha is None else alpha, random_start=True,
                    seed=self.next_seed(), **kwargs)
@@ -123,13 +133,25 @@ class TrainContext:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def training_batch(self, n: int, seed: int):
+        """``(x, y)``: ``n`` training images (no augmentation) drawn without replacement by a
+        generator seeded with ``seed``, on the run's device."""
+        data = self.train_data
+        if data is None:
+            raise RuntimeError("training_batch needs the training split (set by the loop)")
+        n = min(int(n), len(data))
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(int(seed)))
+        idx = order[:n].to(data.x.device)
+        return data.x[idx], data.y[idx]
+
     # --- selections ---------------------------------------------------------------------------
-    def select(self, expr, label: str | None = None):
+    def select(self, expr, label: str | None = None, *, allow_empty: bool = False):
         """Resolve ``expr`` against the model's layer map; with ``label`` it is recorded in the
         run (``selections.json`` and ``result.json``). A label is write-once per run: a method
         that re-selects over time (CLAT's critical layers) uses one label per choice, e.g.
-        ``f"critical@{epoch}"``."""
-        resolved = select(self.layer_map, expr)
+        ``f"critical@{epoch}"``. ``allow_empty`` admits a valid expression that selects nothing
+        (a cut before the first layer); unknown names stay errors."""
+        resolved = select(self.layer_map, expr, allow_empty=allow_empty)
         if label is not None:
             self.record_selection(label, resolved)
         return resolved
@@ -141,13 +163,37 @@ class TrainContext:
             self.on_selection(label, resolved)
 
     # --- trainable set and optimiser ----------------------------------------------------------
-    def freeze(self, expr, label: str | None = None):
+    def freeze(self, expr, label: str | None = None, *, allow_empty: bool = False):
         """Freeze the selected layers (BN running stats keep updating, EARLY §3.1) and rebuild
         the optimiser without them. Returns the resolved selection."""
-        resolved = self.select(expr, label)
-        freeze_layers(self.model, resolved)
+        resolved = self.select(expr, label, allow_empty=allow_empty)
+        if resolved.names:
+            freeze_layers(self.model, resolved)
         self._event("freeze", resolved)
         self.rebuild_optimizer()
+        return resolved
+
+    def set_trainable(self, expr, label: str | None = None):
+        """Train exactly the selected layers: every other parameter frozen, the selection's
+        unfrozen, one optimiser rebuild (CLAT's top-k layers). Returns the resolved selection."""
+        resolved = self.select(expr, label)
+        chosen = {id(p) for m in resolved.modules(self.model).values()
+                  for p in m.parameters(recurse=False)}
+        for param in self.model.parameters():
+            param.requires_grad_(id(param) in chosen)
+        self._event("trainable", resolved)
+        self.rebuild_optimizer()
+        return resolved
+
+    def reinit(self, expr, label: str | None = None, *, allow_empty: bool = False):
+        """Re-initialise the selected layers with ``reset_parameters()`` (BN also resets its
+        running statistics; EARLY §3.1), seeded from (run seed, label). Returns the resolved
+        selection."""
+        resolved = self.select(expr, label, allow_empty=allow_empty)
+        if resolved.names:
+            seed = derive_seed(self.config.seed, "reinit", label or str(expr)) % 2**31
+            reinit_layers(self.model, resolved, seed=seed)
+        self._event("reinit", resolved)
         return resolved
 
     def unfreeze(self, expr, label: str | None = None):

@@ -33,11 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from robustlayers import builders
-from robustlayers.attacks import PGD, attack_mode
+from robustlayers.attacks import attack_mode
 from robustlayers.data import get_dataset_info, iter_batches, load_dataset, num_batches
 from robustlayers.devices import resolve_device
 from robustlayers.layers import count_params
@@ -45,11 +44,14 @@ from robustlayers.runs import (CheckpointCorrupt, RunDir, RunIndex, capture_rng_
                                restore_rng_state)
 from robustlayers.train.config import TrainConfig, config_from_dict
 from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
+from robustlayers.train.evaluation import (device_layout, evaluate_split, final_evaluation,
+                                           train_robust_metrics)
+from robustlayers.train.init import load_init
 from robustlayers.train.methods import make_method
 
 TIME_FIELDS = ("seconds", "train_seconds", "eval_seconds", "images_per_s")
 """Metrics fields that measure wall-clock time; everything else is exactly reproducible."""
-RUN_ONLY_KEYS = ("model_kwargs",)
+RUN_ONLY_KEYS = ("model_kwargs", "init_source")
 """Keys of config.json that are not TrainConfig fields (written for load_run_model)."""
 
 
@@ -76,8 +78,13 @@ def load_splits(config: TrainConfig, device: torch.device) -> dict:
         n = min(config.eval_size or len(part), len(part))
         return part.subset(n, derive_seed(config.seed, "eval", part.split) % 2**31)
 
+    train_eval = None
+    if config.train_eval_size != 0:  # RAT's train robust accuracy: a fixed subset, or all
+        n = len(train) if config.train_eval_size is None else min(config.train_eval_size,
+                                                                     len(train))
+        train_eval = train.subset(n, derive_seed(config.seed, "train-eval") % 2**31)
     splits = {"train": train, "val": val, "test": test, "eval": attacked(test),
-              "val_eval": attacked(val) if val is not None else None}
+              "val_eval": attacked(val) if val is not None else None, "train_eval": train_eval}
     return {k: (v.to(device) if v is not None else None) for k, v in splits.items()}
 
 
@@ -122,45 +129,23 @@ def index_run(run: RunDir, config: TrainConfig) -> None:
     RunIndex(root).upsert(run)
 
 
-def device_layout(ctx: TrainContext, x: torch.Tensor) -> torch.Tensor:
-    """Channels-last images on CUDA when ``config.channels_last`` (the model is converted too)."""
-    if ctx.device.type == "cuda" and ctx.config.channels_last:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-# --- evaluation ---------------------------------------------------------------------------------
-
-def evaluate_split(ctx: TrainContext, data, *, robust_data=None, prefix: str) -> dict:
-    """Clean accuracy/loss on ``data`` and PGD-``eval_steps`` accuracy/loss on ``robust_data``
-    (fixed seeds, so every epoch is attacked with the same random starts). Model in eval()."""
-    model, config = ctx.model, ctx.config
-    out = {}
-    for kind, part in (("clean", data), ("robust", robust_data)):
-        if part is None or (kind == "robust" and config.eval_steps == 0):
-            continue
-        attack = None
-        if kind == "robust":
-            attack = PGD(ctx.threat, steps=config.eval_steps, alpha=ctx.eval_alpha,
-                         random_start=True, seed=0)
-        loss_sum, correct = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
-        bar = tqdm(total=len(part), desc=f"{prefix} {kind}", unit="img", leave=False,
-                   disable=config.quiet, file=sys.stderr)
-        for i, (x, y) in enumerate(iter_batches(part, config.eval_batch_size, shuffle=False,
-                                                device=ctx.device)):
-            x = device_layout(ctx, x)
-            if attack is not None:
-                with ctx.autocast():
-                    x = attack(model, x, y, seed=derive_seed(config.seed, "eval", prefix, i))
-            with attack_mode(model), torch.no_grad(), ctx.autocast():
-                logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-            bar.update(len(y))
-        bar.close()
-        out[f"{prefix}_{kind}_acc"] = correct.item() / len(part)
-        out[f"{prefix}_{kind}_loss"] = loss_sum.item() / len(part)
-    return out
+def start_weights(config: TrainConfig, model, model_kwargs: dict, run_path: Path,
+                  saved_config: dict | None) -> dict | None:
+    """Load ``config.init_from`` into ``model`` and return its source record (None without
+    ``init_from``). On resume the source is loaded only when the run has no checkpoint yet, and
+    must still hash to the recorded weights."""
+    if not config.init_from:
+        return None
+    recorded = (saved_config or {}).get("init_source")
+    if recorded and RunDir.open(run_path).latest_checkpoint() is not None:
+        return recorded  # the checkpoint's weights replace the source's
+    source = load_init(config.init_from, model, model_name=config.model,
+                       model_kwargs=model_kwargs)
+    if recorded and recorded.get("weights_sha256") != source["weights_sha256"]:
+        raise ValueError(f"init_from {config.init_from}: the source weights changed since the "
+                         f"run started (hash {source['weights_sha256'][:12]} != recorded "
+                         f"{recorded['weights_sha256'][:12]}); start a new run")
+    return source
 
 
 # --- checkpoint state ---------------------------------------------------------------------------
@@ -236,7 +221,8 @@ def train_step(ctx: TrainContext, method, x: torch.Tensor, y: torch.Tensor):
     """One optimisation step of ``method`` on the batch ``(x, y)``: zero_grad → method.loss →
     backward → before_optimizer_step → optimizer.step → scheduler.step (per iteration).
     Returns ``(out, logits_clean)``: the method's StepOutput and the clean logits (the method's
-    own, or one extra eval-mode forward when ``config.train_clean_metrics``; else None)."""
+    own, one extra eval-mode forward when ``config.train_clean_metrics``, or with
+    ``attack_mode="train"`` the train-mode clean forward after the step; else None)."""
     model, config = ctx.model, ctx.config
     x = device_layout(ctx, x)
     ctx.optimizer.zero_grad(set_to_none=True)
@@ -245,12 +231,18 @@ def train_step(ctx: TrainContext, method, x: torch.Tensor, y: torch.Tensor):
     out.loss.backward()
     method.before_optimizer_step(ctx)
     logits_clean = out.logits_clean
-    if logits_clean is None and config.train_clean_metrics:
+    if logits_clean is None and config.train_clean_metrics and not ctx.attack_train_mode:
         with attack_mode(model), torch.no_grad(), ctx.autocast():
             logits_clean = model(x)
     ctx.optimizer.step()
     ctx.scheduler.step()
     ctx.step += 1
+    if ctx.attack_train_mode:
+        # robust_overfitting / AWP / RAT code: a clean forward in train() mode after the step
+        # (its BN running statistics are part of that protocol); its logits give train accuracy
+        with torch.no_grad(), ctx.autocast():
+            logits = model(x)
+        logits_clean = logits if logits_clean is None else logits_clean
     return out, logits_clean
 
 
@@ -347,9 +339,13 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
     model, model_kwargs = build_model(config, info, device)
     steps_per_epoch = num_batches(data["train"], config.batch_size)
     ctx = TrainContext(model, config, device=device, info=info, steps_per_epoch=steps_per_epoch)
+    ctx.train_data = data["train"]
     method = make_method(config.method, config)
 
-    # selections are resolved (and fail) before anything is written to disk
+    # the start weights, then selections: resolved (and failing) before anything is written
+    ctx.init_source = start_weights(config, model, model_kwargs, run_path, saved_config)
+    if config.reinit:
+        ctx.reinit(config.reinit, label="reinit")
     if config.freeze:
         ctx.freeze(config.freeze, label="freeze")
     for i, spec in enumerate(config.param_groups):
@@ -357,7 +353,8 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
     method.setup(ctx)
     if ctx.optimizer is None:
         ctx.rebuild_optimizer()
-    record = saved_config or {**config.to_dict(), "model_kwargs": model_kwargs}
+    record = saved_config or {**config.to_dict(), "model_kwargs": model_kwargs,
+                              **({"init_source": ctx.init_source} if ctx.init_source else {})}
     run = RunDir.create(run_path, record, selections=ctx.selections, exist_ok=resuming)
     # from here on every failure leaves result.json "failed" (never "running" forever)
     try:
@@ -398,6 +395,8 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                 if data["val"] is not None:
                     row.update(evaluate_split(ctx, data["val"], robust_data=data["val_eval"],
                                               prefix="val"))
+                if data["train_eval"] is not None:
+                    row.update(train_robust_metrics(ctx, data["train_eval"]))
             value = row.get(key)
             row["best"] = value is not None and (best["value"] is None or value > best["value"])
             t2 = time.perf_counter()
@@ -415,6 +414,8 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                 run.prune_checkpoints(config.keep_checkpoints)
             if not config.quiet:
                 tqdm.write(_summary(row), file=sys.stderr)
+        final = (final_evaluation(ctx, run, data["test"], best["epoch"])
+                 if config.final_eval else None)
     except BaseException as err:
         run.mark_failed(err)
         try:
@@ -425,7 +426,7 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
         raise
 
     run.write_result(_result(run, config, ctx, method, best, key,
-                             time.perf_counter() - started, device))
+                             time.perf_counter() - started, device, final))
     index_run(run, config)
     return run
 
@@ -441,7 +442,7 @@ def _summary(row: dict) -> str:
 
 
 def _result(run: RunDir, config, ctx, method, best: dict, key: str, seconds: float,
-            device) -> dict:
+            device, final: dict | None) -> dict:
     rows = run.metrics()
     last = rows[-1] if rows else {}
     best_row = best["metrics"] or {}
@@ -463,5 +464,16 @@ def _result(run: RunDir, config, ctx, method, best: dict, key: str, seconds: flo
         "selections": ctx.selections, "events": ctx.events,
         "params": {"total": count_params(ctx.model),
                    "trainable": count_params(ctx.model, trainable_only=True)},
+        "final": final, "collapsed": final["collapsed"] if final else None,
+        "init_source": _source_summary(ctx.init_source), "attack_mode": config.attack_mode,
         "device": str(device), "seconds": seconds,
     }
+
+
+def _source_summary(source: dict | None) -> dict | None:
+    """The init source without the source run's whole config (config.json keeps that)."""
+    if source is None:
+        return None
+    config = source.get("config") or {}
+    return {**{k: v for k, v in source.items() if k != "config"},
+            "method": config.get("method"), "seed": config.get("seed")}

@@ -29,6 +29,8 @@ from typing import Callable
 
 import torch
 
+from robustlayers.train.settings import NoSettings, build_settings, settings_dict
+
 
 @dataclass
 class StepOutput:
@@ -52,14 +54,19 @@ class Method(abc.ABC):
     """Base class: override ``loss``; the other hooks default to doing nothing.
 
     ``adversarial`` says whether the method trains on adversarial inputs (it decides the default
-    checkpoint-selection metric: robust accuracy, else clean accuracy).
+    checkpoint-selection metric: robust accuracy, else clean accuracy). ``Settings`` is the
+    dataclass of the method's own parameters (:mod:`robustlayers.train.settings`); the run's
+    values are ``self.settings``, built from ``config.method_args`` (or ``settings``).
     """
 
     name: str = "method"
     adversarial: bool = True
+    Settings = NoSettings
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, settings=None) -> None:
         self.config = config
+        self.settings = settings if settings is not None else \
+            build_settings(self.Settings, config.method_args, method=self.name)
 
     def setup(self, ctx) -> None:
         """Once, before the first epoch (also on resume, before the saved state is restored)."""
@@ -86,7 +93,7 @@ class Method(abc.ABC):
 
     def describe(self) -> dict:
         """The method's resolved settings, recorded in the run (result.json)."""
-        return {"name": self.name}
+        return {"name": self.name, **settings_dict(self.settings)}
 
 
 _REGISTRY: dict[str, Callable[..., Method]] = {}
@@ -111,8 +118,8 @@ def list_methods() -> list[str]:
     return list(_REGISTRY)
 
 
-def make_method(name: str, config) -> Method:
-    """A new method object for ``config``; an unknown name raises ValueError listing the valid
+def method_class(name: str) -> type[Method]:
+    """The registered class of ``name``; an unknown name raises ValueError listing the valid
     ones."""
     import difflib
 
@@ -122,4 +129,14 @@ def make_method(name: str, config) -> Method:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown method {name!r}{hint}; valid choices: "
                          f"{', '.join(_REGISTRY)}")
-    return _REGISTRY[key](config)
+    return _REGISTRY[key]
+
+
+def make_method(name: str, config, args: dict | None = None) -> Method:
+    """A new method object for ``config``. Its settings come from ``args`` when given, else from
+    ``config.method_args`` when ``name`` is the config's method (defaults otherwise)."""
+    cls = method_class(name)
+    if args is None:
+        same = str(config.method).strip().lower().replace("_", "-") == cls.name
+        args = config.method_args if same else {}
+    return cls(config, build_settings(cls.Settings, args, method=cls.name))

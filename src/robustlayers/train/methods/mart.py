@@ -9,8 +9,12 @@ maximisation is CE PGD-k (as in MART) but from the uniform random start of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from robustlayers.train.settings import setting
 
 from .base import StepOutput, register_method
 from .pgd_at import AdversarialMethod
@@ -32,7 +36,12 @@ def mart_loss(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor,
 
 @register_method("mart")
 class MART(AdversarialMethod):
-    """MART Eq. 8 with β = ``config.mart_beta``; x_adv from CE PGD-k."""
+    """MART Eq. 8 with β = ``settings.beta``; x_adv from CE PGD-k."""
+
+    @dataclass
+    class Settings:
+        beta: float = setting(6.0, "MART λ: weight of the misclassification-aware KL term "
+                                   "(Wang et al. use 5-6 on CIFAR-10)")
 
     def examples(self, ctx, x, y):
         return ctx.pgd()(ctx.model, x, y)
@@ -40,9 +49,9 @@ class MART(AdversarialMethod):
     def objective(self, ctx, model, x, x_adv, y) -> StepOutput:
         logits = model(x)
         logits_adv = model(x_adv)
-        loss, bce, weighted = mart_loss(logits, logits_adv, y, self.config.mart_beta)
+        loss, bce, weighted = mart_loss(logits, logits_adv, y, self.settings.beta)
         return StepOutput(loss, logits_clean=logits, logits_adv=logits_adv, x_adv=x_adv,
                           extra={"bce": bce.detach(), "kl": weighted.detach()})
 
     def describe(self) -> dict:
-        return {"name": self.name, "beta": self.config.mart_beta, "steps": self.config.steps}
+        return {**super().describe(), "steps": self.config.steps}

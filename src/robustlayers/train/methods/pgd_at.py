@@ -21,6 +21,8 @@ from .base import Method, StepOutput, register_method
 class AdversarialMethod(Method):
     """``loss = objective(ctx, ctx.model, x, examples(ctx, x, y), y)``."""
 
+    uses_pgd = True  # the config's ``steps`` must be >= 1
+
     @abc.abstractmethod
     def examples(self, ctx, x, y):
         """The adversarial examples of one batch (the inner maximisation)."""

@@ -13,10 +13,14 @@ distribution is the reference, and gradients flow through both logits in the out
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from robustlayers.attacks import attack_mode
+
+from robustlayers.train.settings import setting
 
 from .base import StepOutput, register_method
 from .pgd_at import AdversarialMethod
@@ -36,7 +40,7 @@ def trades_examples(ctx, x: torch.Tensor, steps: int | None = None,
     model, threat = ctx.model, ctx.threat
     steps = ctx.config.steps if steps is None else steps
     alpha = ctx.alpha if alpha is None else alpha
-    with attack_mode(model), torch.enable_grad():
+    with attack_mode(model, ctx.attack_train_mode), torch.enable_grad():
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1).detach()
         noise = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
@@ -52,7 +56,11 @@ def trades_examples(ctx, x: torch.Tensor, steps: int | None = None,
 
 @register_method("trades")
 class TRADES(AdversarialMethod):
-    """L = CE(f(x), y) + β·KL(p(x) ‖ p(x_adv)) (TRADES Eq. 5), β = ``config.trades_beta``."""
+    """L = CE(f(x), y) + β·KL(p(x) ‖ p(x_adv)) (TRADES Eq. 5), β = ``settings.beta``."""
+
+    @dataclass
+    class Settings:
+        beta: float = setting(6.0, "TRADES β: weight of the KL term (Zhang et al. use 6)")
 
     def examples(self, ctx, x, y):
         return trades_examples(ctx, x)
@@ -62,10 +70,9 @@ class TRADES(AdversarialMethod):
         logits_adv = model(x_adv)
         natural = F.cross_entropy(logits, y)
         robust = kl_clean_adv(logits_adv, logits)
-        loss = natural + self.config.trades_beta * robust
+        loss = natural + self.settings.beta * robust
         return StepOutput(loss, logits_clean=logits, logits_adv=logits_adv, x_adv=x_adv,
                           extra={"kl": robust.detach()})
 
     def describe(self) -> dict:
-        return {"name": self.name, "beta": self.config.trades_beta, "steps": self.config.steps,
-                "start": "x + 0.001*N(0,1)"}
+        return {**super().describe(), "steps": self.config.steps, "start": "x + 0.001*N(0,1)"}
