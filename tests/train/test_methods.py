@@ -100,13 +100,15 @@ def test_fast_at_uses_fgsm_rs_with_step_1_25_eps(batch):
     torch.testing.assert_close(out.loss, F.cross_entropy(ctx.model(out.x_adv), y))
 
 
-@pytest.mark.parametrize("select,targets", [("all", ["conv.weight", "fc.weight"]),
-                                            ("fc", ["fc.weight"])])
-def test_awp_perturbs_selected_weights_by_gamma_and_restores_exactly(batch, select, targets):
+@pytest.mark.parametrize("name,select,targets", [("awp", "all", ["conv.weight", "fc.weight"]),
+                                                 ("awp", "fc", ["fc.weight"]),
+                                                 ("rat-wp", "fc", ["fc.weight"])])
+def test_awp_perturbs_selected_weights_by_gamma_and_restores_exactly(batch, name, select,
+                                                                      targets):
     x, y = batch
-    ctx = make_ctx(method="awp", awp_gamma=0.01, awp_select=select)
+    ctx = make_ctx(method=name, method_args={"gamma": 0.01, "layers": select})
     model = ctx.model
-    method = make_method("awp", ctx.config)
+    method = make_method(name, ctx.config)
     method.setup(ctx)
     assert list(method.targets) == targets  # ndim > 1 only: no biases, no BN
     assert ctx.selections["awp"]["names"] == (["conv", "bn", "fc"] if select == "all" else ["fc"])

@@ -38,7 +38,7 @@ def weights_hash(model: nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
 
@@ -74,7 +74,8 @@ def _load_from_run(path: Path, tag: str, model, model_name: str, model_kwargs: d
             f"init_from {path}: its model is {theirs[0]!r} with {theirs[1]}, this run's is "
             f"{ours[0]!r} with {ours[1]}" + (f" (they differ in {sorted(diff)})" if diff else "")
             + "; start from a run of the same architecture and dataset")
-    which = int(tag) if tag.isdigit() else tag
+    number = tag[len("epoch-"):] if tag.startswith("epoch-") else tag
+    which = int(number) if number.isdigit() else tag
     checkpoint = resolve_which(run, which)
     manifest = run.load_weights(checkpoint, model)
     return {"kind": "run", "path": str(path.resolve()), "tag": tag, "checkpoint": checkpoint,
