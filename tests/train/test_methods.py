@@ -244,3 +244,20 @@ def test_explicit_zero_steps_and_alpha_are_not_replaced_by_the_defaults(batch):
     torch.testing.assert_close(still, trades_examples(ctx, x, steps=0).clamp(0, 1))
     ctx.seed_epoch(0)
     assert (trades_examples(ctx, x) - x).abs().max() > 0.05      # config: 3 steps of 0.03
+
+
+@pytest.mark.parametrize("mode,forwards", [("eval", 1), ("train", 3 + 2)])
+def test_training_attack_mode_eval_or_train_with_the_extra_clean_forward(batch, mode, forwards):
+    """eval: the attack leaves BN alone, one train-mode forward (the loss). train (RAT / AWP
+    code): each of the 3 PGD steps, the loss and the clean forward after the step all run in
+    train() mode and update the BN statistics; the clean logits give the train accuracy."""
+    from robustlayers.train import train_step
+
+    x, y = batch
+    ctx = make_ctx(method="pgd-at", attack_mode=mode)
+    method = make_method("pgd-at", ctx.config)
+    ctx.model.train()
+    out, logits_clean = train_step(ctx, method, x, y)
+    assert int(ctx.model.bn.num_batches_tracked) == forwards
+    assert (logits_clean is not None) == (mode == "train")
+    assert ctx.model.training

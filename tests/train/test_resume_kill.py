@@ -77,3 +77,37 @@ def test_killed_twice_and_resumed_run_equals_uninterrupted(mini_data, tmp_path, 
     assert result == ref_result
     env = json.loads((out / "environment.json").read_text())
     assert len(env["resumes"]) == 2
+
+
+def test_a_killed_stage2_run_resumes_bit_identically(mini_data, tmp_path, reference_run):
+    """EARLY stage 2 (A1N2 from the PGD-AT reference run) killed mid-epoch 2 and resumed ends
+    with the weights and metrics of an uninterrupted stage 2."""
+    from robustlayers.train import train
+
+    stage2 = dict(init_from=f"{reference_run.path}@best", method="partial-at", epochs=2,
+                  method_args={"code": "A1N2", "cut": "layer2.0"})
+    straight = train(tiny_config(mini_data, tmp_path / "straight", **stage2))
+    out = tmp_path / "killed"
+    args = _cli(tiny_config(mini_data, out, epochs=2), out)
+    at = args.index("--method")
+    del args[at:at + 2]  # --code alone selects partial-at
+    args += ["--init-from", f"{reference_run.path}@best", "--code", "A1N2", "--cut", "layer2.0"]
+    first = _python(args, "batch:2:2")
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    second = _python(["train", "--resume", str(out), "--quiet"])
+    assert second.returncode == 0, second.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "partial-at"  # --code implied the method
+    assert config["init_source"]["checkpoint"] == "best"
+
+    def state(run: Path):
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        rows = [{k: v for k, v in r.items() if k not in TIME_FIELDS} for r in rows]
+        return rows, load_file(str(run / "checkpoints" / "epoch-0002" / "model.safetensors"))
+
+    rows, weights = state(out)
+    ref_rows, ref_weights = state(straight.path)
+    assert rows == ref_rows
+    assert all(torch.equal(weights[k], ref_weights[k]) for k in ref_weights)
+    result = json.loads((out / "result.json").read_text())
+    assert result["final"] == straight.result["final"]
