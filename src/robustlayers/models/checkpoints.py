@@ -36,8 +36,7 @@ _NORM_BUFFERS = {"mean", "std", "mu", "sigma"}
 _LIST_LIMIT = 10
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read safely or does not match the model."""
+from robustlayers.errors import CheckpointError  # noqa: E402,F401 (defined with the other errors)
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,7 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _EPOCH_RE = re.compile(r"^epoch-(\d+)$")
 
 
-class CheckpointCorrupt(ValueError):
-    """A checkpoint file is missing, truncated or does not match its manifest; never loaded."""
+from robustlayers.errors import CheckpointCorrupt  # noqa: E402,F401 (defined with the other errors)
 
 
 def epoch_tag(epoch: int) -> str:
