@@ -14,7 +14,8 @@ so that every package may use it.
     ├── DataError            a dataset that is unknown, missing or malformed
     ├── CheckpointError      a weights file that cannot be read safely or does not fit
     │   └── CheckpointCorrupt  a run's checkpoint that fails verification (exit 1)
-    ├── RunError             a run directory or runs index that cannot be used
+    ├── RunError             a run directory or runs index that cannot be used as asked
+    │   ├── RunStoreError    a run's files or the runs index cannot be read (exit 1)
     │   └── RunInterrupted   a run stopped by Ctrl-C / SIGTERM (exit 130 / 143)
     └── AttackError          an attack or threat model with invalid settings
 """
@@ -66,6 +67,13 @@ class RunError(RobustLayersError):
     record, config that differs from the run's)."""
 
 
+class RunStoreError(RunError):
+    """A run's files (config.json, metrics.jsonl, result.json, ...) or the runs index cannot be
+    read or written; the message names the file."""
+
+    exit_code = FAILURE
+
+
 class RunInterrupted(RunError):
     """A run stopped by a signal: Ctrl-C (exit 130) or SIGTERM (exit 143). The message says how
     to resume it."""
@@ -105,5 +113,5 @@ def expect_module(value: object, *, function: str, argument: str = "model") -> N
 __all__ = [
     "AttackError", "CheckpointCorrupt", "CheckpointError", "ConfigError", "DataError",
     "FAILURE", "OutputPathError", "RobustLayersError", "RunError", "RunInterrupted",
-    "SelectionError", "USAGE", "describe_value", "expect_module",
+    "RunStoreError", "SelectionError", "USAGE", "describe_value", "expect_module",
 ]

@@ -119,7 +119,7 @@ def _list(args: argparse.Namespace) -> int:
         rows = {r["id"]: r for r in index.list()}
         stale = [p for p in iter_run_dirs(root) if p != root
                  and rows.get(index.id_of(p), {"status": "running"})["status"] == "running"]
-        index.upsert_many(stale)
+        index.upsert_many(stale, skip_unreadable=True)
     rows = index.list(method=args.method, status=args.status, model=args.model,
                       dataset=args.dataset)
     if args.json:
