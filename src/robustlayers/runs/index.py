@@ -237,6 +237,10 @@ class RunIndex:
         con.execute("PRAGMA journal_mode=WAL")
         columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
         self._transaction(con, lambda: con.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})"))
+        present = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+        missing = [name for name in COLUMNS if name not in present]
+        if missing:  # an index written by another version: rebuilt by _retry
+            raise sqlite3.DatabaseError(f"the runs table lacks the columns {missing}")
 
     # ------------------------------------------------------------------ writing
     def _row_of(self, item: RunDir | str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def _limit(path: Path, name: str, default: int) -> int:
 
 def _existing_ancestor(path: Path) -> Path:
     for candidate in (path, *path.parents):
-        if candidate.exists():
+        if os.path.exists(candidate):  # False (not an error) for a name too long
             return candidate
     return Path(path.anchor or ".")
 
