@@ -105,3 +105,15 @@ def test_compare_needs_two_known_runs(root, capsys):
     assert run_cli(capsys, "runs", "compare", "pgd-s0")[0] == 2
     code, _, err = run_cli(capsys, "runs", "compare", "pgd-s0", "nope")
     assert code == 2 and "known runs" in err
+
+
+def test_rescan_rebuilds_a_corrupt_index_and_skips_a_corrupt_run(root, capsys):
+    (root / "runs.sqlite").write_bytes(b"not a database at all" * 50)
+    (root / "broken").mkdir()
+    (root / "broken" / "config.json").write_text("{")
+    code, out, err = run_cli(capsys, "runs", "list", "--rescan", "--json")
+    assert code == 0
+    assert [r["id"] for r in json.loads(out)] == ["pgd-s0", "trades-s1"]
+    assert "warning: runs index" in err and "rebuilt it from the" in err
+    assert f"warning: skipped run directory {root / 'broken'}: " in err
+    assert "Traceback" not in err

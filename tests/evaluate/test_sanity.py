@@ -217,7 +217,8 @@ def test_strict_raises_and_lenient_prints(sane, capsys):
     checks = run_sanity_checks(model, x, y, threat=THREAT, attack_checks=False)
     err = capsys.readouterr().err
     assert "SANITY CHECK FAILED: zero_gradients" in err
-    assert {c.name for c in checks} == {"train_mode", "randomness", "zero_gradients"}
+    assert {c.name for c in checks} == {"train_mode", "finite_outputs", "randomness",
+                                        "zero_gradients"}
     with pytest.raises(SanityError, match="zero_gradients") as info:
         run_sanity_checks(model, x, y, threat=THREAT, attack_checks=False, strict=True)
     assert [c.name for c in info.value.checks] == ["zero_gradients"]
@@ -227,3 +228,47 @@ def test_strict_raises_and_lenient_prints(sane, capsys):
         run_sanity_checks(model, x, y, threat=THREAT, restarts=1)
     with pytest.raises(ValueError, match="ThreatModel"):
         run_sanity_checks(model, x, y, threat=0.1)
+
+
+def test_non_finite_outputs_get_their_own_check_not_stochastic_advice(sane, capsys):
+    _, x, y = sane
+    model = Linear().eval()
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")  # a diverged weight: every logit of class 0 is NaN
+    checks = by_name(run_sanity_checks(model, x, y, threat=THREAT, steps=2))
+    assert not checks["finite_outputs"].passed
+    assert f"{len(x)} of {len(x)} inputs" in checks["finite_outputs"].detail
+    assert "diverged" in checks["finite_outputs"].suggestion
+    for name in ("randomness", "zero_gradients", "eps_monotone", "large_eps", "more_steps"):
+        assert checks[name].skipped and checks[name].passed, name
+        assert "not finite" in checks[name].detail
+    err = capsys.readouterr().err
+    assert "SANITY CHECK FAILED: finite_outputs" in err
+    assert "stochastic" not in err and "sanity check skipped: randomness" in err
+    assert checks["randomness"].to_dict()["skipped"] is True
+
+
+def test_eps_zero_says_the_attack_checks_are_skipped(sane, capsys):
+    model, x, y = sane
+    checks = run_sanity_checks(model, x, y, threat=ThreatModel("linf", 0.0), steps=2)
+    skipped = {c.name for c in checks if c.skipped}
+    assert skipped == {"eps_monotone", "more_steps", "more_restarts", "fgsm_vs_pgd", "large_eps"}
+    assert all("ε = 0" in c.detail for c in checks if c.skipped)
+    assert capsys.readouterr().err.count("sanity check skipped:") == 5
+
+
+def test_eps_reaching_every_image_measures_large_eps_with_the_pgd_at_eps(sane, capsys):
+    model, x, y = sane
+    checks = by_name(run_sanity_checks(model, x, y, threat=ThreatModel("linf", 1.0), steps=5))
+    assert not any(c.skipped for c in checks.values())
+    large = checks["large_eps"]
+    assert large.data["eps"] == 1.0 and "measured with the PGD at ε" in large.detail
+    assert checks["eps_monotone"].data["eps"] == [0.0, 0.5, 1.0]
+    assert "no 2ε point" in checks["eps_monotone"].detail
+
+
+def test_sanity_error_is_a_library_error_exiting_1():
+    from robustlayers.errors import RobustLayersError
+    err = SanityError([])
+    assert isinstance(err, RobustLayersError) and isinstance(err, RuntimeError)
+    assert err.exit_code == 1

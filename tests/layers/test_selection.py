@@ -139,3 +139,41 @@ def test_resolved_selection_record(resnet):
     assert chosen.to_dict() == {"expression": "block:head", "names": ["linear"]}
     assert isinstance(chosen.modules(resnet)["linear"], torch.nn.Linear)
     assert "linear" in chosen and len(chosen) == 1
+
+
+def test_depth_limits_keep_parsing_out_of_recursion_errors(resnet):
+    from robustlayers.layers._syntax import MAX_DEPTH, MAX_NESTING
+
+    chain = " | ".join(["conv1"] * MAX_DEPTH)  # MAX_DEPTH terms: MAX_DEPTH levels, accepted
+    assert names(resnet, chain) == ["conv1"]
+    with pytest.raises(SelectionError, match=f"{MAX_DEPTH + 1} levels, at most {MAX_DEPTH}"):
+        select(resnet, chain + " | conv1")
+    nested = "(" * MAX_NESTING + "conv1" + ")" * MAX_NESTING
+    assert str(Selection.parse(nested)) == "conv1"
+    with pytest.raises(SelectionError, match=f"more than {MAX_NESTING} deep"):
+        Selection.parse("(" + nested + ")")
+    with pytest.raises(SelectionError, match=r"\(1000007 characters\)"):  # message stays short
+        Selection.parse("(" * 1_000_000 + "conv1" + ")" * 2)
+    built = Selection.names("conv1")
+    for _ in range(MAX_DEPTH - 1):
+        built = built | Selection.names("linear")
+    assert names(resnet, built) == ["conv1", "linear"]
+    with pytest.raises(SelectionError, match="too deep"):
+        built | Selection.names("linear")
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("", "empty selection ''"), ("  \t", "empty selection"), (5, "got the int 5"),
+    (None, "got the NoneType None"), (b"conv1", "got the bytes"), ([], "got the list \\[\\]"),
+    ([1, 2], "got the list"), (["conv1", ""], "got the list"),
+])
+def test_non_selections_are_selection_errors(resnet, expr, message):
+    with pytest.raises(SelectionError, match=message):
+        select(resnet, expr)
+
+
+def test_a_model_name_is_not_a_model():
+    with pytest.raises(SelectionError, match="got the str 'smallcnn'; build the model first"):
+        select("smallcnn", "all")
+    with pytest.raises(SelectionError, match="must be non-empty strings"):
+        Selection.names("conv1", 3)

@@ -125,3 +125,24 @@ def test_reinit_requires_reset_parameters():
     model.input_shape = (2,)
     with pytest.raises(ValueError, match="reset_parameters"):
         reinit(model, "all")
+
+
+def test_arguments_of_the_wrong_shape_are_config_errors():
+    from robustlayers.errors import ConfigError
+    from robustlayers.layers import count_params, freeze, param_groups, reinit
+    from robustlayers.models import create_model
+
+    model = create_model("smallcnn", num_classes=10, in_channels=1, input_size=28)
+    cases = [
+        (lambda: param_groups(model, "block:1"), "list of \\(selection, options\\) pairs"),
+        (lambda: param_groups(model, [("all", 0.1)]), "group 0: options must be a dict"),
+        (lambda: param_groups(model, [("all",)]), "group 0 must be a \\(selection, options\\)"),
+        (lambda: param_groups(model, [("all", {})], default=0.1), "default must be a dict"),
+        (lambda: param_groups("smallcnn", []), "param_groups\\(\\) expects a torch.nn.Module"),
+        (lambda: freeze("smallcnn", "all"), "freeze\\(\\) expects a torch.nn.Module"),
+        (lambda: reinit(model, "all", seed="abc"), "seed must be an int"),
+        (lambda: count_params(None), "count_params\\(\\) expects"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            call()

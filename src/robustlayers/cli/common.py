@@ -7,6 +7,7 @@ import sys
 
 from robustlayers.data import list_datasets
 from robustlayers.devices import DEVICE_CHOICES, resolve_device  # noqa: F401 (re-exported)
+from robustlayers.runs.paths import check_output_path  # noqa: F401 (re-exported)
 
 
 def add_dataset_option(parser, *, default: str | None = None, required: bool = False) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from robustlayers.analysis.diagnose import ANALYSES, diagnose, parse_analyses
 from robustlayers.analysis.quantization import DEFAULT_BETA, DEFAULT_BETAS
-from robustlayers.cli.common import add_device_option, resolve_device
+from robustlayers.cli.common import add_device_option, check_output_path, resolve_device
 
 
 def add_parser(subparsers):
@@ -218,6 +218,7 @@ def run(args) -> int:
     from robustlayers.attacks import parse_eps
     from robustlayers.data import get_dataset_info, load_dataset
 
+    check_output_path(args.out, kind="dir")  # before the analyses, not after them
     analyses = parse_analyses(args.analyses)
     _check_args(args)
     betas = _betas(args.betas, args.default_beta)

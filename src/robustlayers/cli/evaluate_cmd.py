@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from robustlayers.cli.common import add_device_option, print_json, print_table, resolve_device
+from robustlayers.cli.common import (add_device_option, check_output_path, print_json,
+                                     print_table, resolve_device)
 
 ATTACK_CHOICES = ("pgd", "fgsm", "fgsm-rs", "pgd-cw", "autoattack", "apgd")
 PGD_LIKE = ("pgd", "pgd-cw")
@@ -219,6 +220,8 @@ def _print_human(record: dict) -> None:
 
 
 def run(args) -> int:
+    if args.out:
+        check_output_path(args.out, kind="file")  # before the evaluation, not after it
     record, checks = evaluate_record(args)
     if args.out:
         from robustlayers.runs import atomic_write_json

@@ -29,7 +29,7 @@ def run(args) -> int:
     info = get_dataset_info(dataset)
     model = build_model(args.model, info, checkpoint=args.checkpoint)
     lmap = layer_map(model)
-    chosen = set(select(model, args.select).names) if args.select else set(lmap.names)
+    chosen = set(select(model, args.select).names) if args.select is not None else set(lmap.names)
     rows = [{"index": i.index, "name": i.name, "kind": i.kind, "block": i.block,
              "params": i.params, "selected": i.name in chosen,
              "out_shape": "x".join(map(str, i.out_shape or ()))} for i in lmap]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from robustlayers.cli.common import print_json, print_table
+from robustlayers.errors import ConfigError
 from robustlayers.models import list_models, model_info
 
 
@@ -17,7 +18,7 @@ def add_parser(subparsers):
 def run(args) -> int:
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(f"no zoo model matches {args.pattern!r}; models: {', '.join(list_models())}")
+        raise ConfigError(f"no zoo model matches {args.pattern!r}; models: {', '.join(list_models())}")
     rows = []
     for name in names:
         info = model_info(name)

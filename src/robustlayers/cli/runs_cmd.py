@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlayers.cli.common import print_json, print_table
+from robustlayers.errors import ConfigError
 from robustlayers.runs import RunDir, RunIndex, compare_rows, iter_run_dirs, summarize_run
 from robustlayers.runs.index import INDEX_FILE, SUMMARY_COLUMNS, unknown_run_error
 from robustlayers.runs.rundir import STATUSES
@@ -119,7 +120,7 @@ def _list(args: argparse.Namespace) -> int:
         rows = {r["id"]: r for r in index.list()}
         stale = [p for p in iter_run_dirs(root) if p != root
                  and rows.get(index.id_of(p), {"status": "running"})["status"] == "running"]
-        index.upsert_many(stale)
+        index.upsert_many(stale, skip_unreadable=True)
     rows = index.list(method=args.method, status=args.status, model=args.model,
                       dataset=args.dataset)
     if args.json:
@@ -193,7 +194,8 @@ def _show(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- compare
 def _compare(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
-        raise ValueError("compare needs at least two runs")
+        raise ConfigError(f"compare needs at least two runs, got {len(args.runs)}: "
+                          f"{' '.join(args.runs)}")
     root = runs_root(args)
     rows = [summarize_run(run, run_id=run_id) for run_id, run in
             (open_run(spec, root) for spec in args.runs)]

@@ -8,6 +8,8 @@ NCHW images in [0, 1] and int64 labels. Nothing is downloaded unless ``download=
 
 from __future__ import annotations
 
+import numbers
+
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,9 +60,10 @@ class TensorData:
         Deterministic in (n, seed): the indices are the first ``n`` of a permutation drawn from a
         CPU ``torch.Generator`` seeded with ``seed``, then sorted.
         """
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 < n <= len(self):
+            raise DataError(f"subset size must be an int in 1..{len(self)} (the number of "
+                            f"examples to keep), got {n!r}")
         n = int(n)
-        if not 0 < n <= len(self):
-            raise ValueError(f"subset size must be in 1..{len(self)}, got {n}")
         if n == len(self):
             return self
         gen = torch.Generator().manual_seed(int(seed))

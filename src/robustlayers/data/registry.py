@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class DataError(ValueError):
-    """Data missing, malformed or unknown; the message names the path and how to get the data."""
+from robustlayers.errors import DataError  # noqa: E402,F401 (defined with the other errors)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ Thresholds (documented here, used everywhere):
   unit ℓ2 norm, differ by more than ``RANDOMNESS_TOL`` (1e-4, AutoAttack's value), or whose
   predictions differ.
 - *training mode*: any submodule in ``train()`` when evaluation was called (severity warning).
+- *finite outputs*: any NaN/inf logit on the examples (the other checks and the attacks are then
+  meaningless and are reported as skipped).
+
+A check that cannot run says so: it is reported with ``skipped=True``, ``passed=True`` and the
+reason in ``detail`` (e.g. every attack check at ε = 0).
 - *budget*: an attack's largest perturbation exceeds its ε by more than 1e-5 (relative 1e-4).
 """
 
@@ -26,6 +31,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from robustlayers.errors import FAILURE, RobustLayersError
 
 from .metrics import batches, binomial_se, eval_mode, logits_of, model_device
 
@@ -39,7 +46,8 @@ MASKING = "gradient masking suspected: use BPDA (for non-differentiable parts) /
 
 @dataclass
 class SanityCheck:
-    """Outcome of one check. ``severity`` is "error" (numbers unreliable) or "warning"."""
+    """Outcome of one check. ``severity`` is "error" (numbers unreliable) or "warning";
+    ``skipped`` marks a check that could not run (``detail`` says why; it counts as passed)."""
 
     name: str
     passed: bool
@@ -47,15 +55,25 @@ class SanityCheck:
     suggestion: str = ""
     severity: str = "error"
     data: dict = field(default_factory=dict)
+    skipped: bool = False
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "passed": bool(self.passed), "detail": self.detail,
-                "suggestion": self.suggestion if not self.passed else "",
+        return {"name": self.name, "passed": bool(self.passed), "skipped": self.skipped,
+                "detail": self.detail, "suggestion": self.suggestion if not self.passed else "",
                 "severity": self.severity, "data": self.data}
 
 
-class SanityError(RuntimeError):
-    """Raised in strict mode when a sanity check fails; ``.checks`` holds the failed ones."""
+def skipped_check(name: str, reason: str) -> SanityCheck:
+    """A check that could not run, with the reason."""
+    return SanityCheck(name, True, f"skipped: {reason}", severity="warning",
+                       data={"reason": reason}, skipped=True)
+
+
+class SanityError(RobustLayersError, RuntimeError):
+    """Raised in strict mode when a sanity check fails; ``.checks`` holds the failed ones.
+    (The command line exits 1: the evaluation ran, its numbers are not to be trusted.)"""
+
+    exit_code = FAILURE
 
     def __init__(self, checks: list[SanityCheck]):
         self.checks = list(checks)
@@ -205,6 +223,23 @@ def check_zero_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                        MASKING + "; zero/non-finite gradients come from quantisation, "
                        "non-differentiable ops or a saturated softmax (try a margin loss: pgd-cw)",
                        data={"zero_fraction": zero, "finite": finite, "limit": max_fraction})
+
+
+def check_finite_outputs(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256
+                         ) -> SanityCheck:
+    """Every logit on ``x`` in eval() is finite. NaN/inf outputs come from non-finite weights
+    (a diverged training run) or a broken input normalisation, not from the defence."""
+    with eval_mode(model):
+        logits = logits_of(model, x, batch_size=batch_size)
+    bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+    detail = (f"all logits finite on {len(x)} inputs" if not bad else
+              f"{bad} of {len(x)} inputs give NaN/inf logits")
+    return SanityCheck("finite_outputs", bad == 0, detail,
+                       "the model outputs NaN/inf: its weights are not finite (a diverged "
+                       "training run: evaluate an earlier checkpoint) or its input "
+                       "normalisation divides by zero (check mean/std); no accuracy or "
+                       "robustness number of it means anything",
+                       data={"non_finite_inputs": bad, "n": len(x)})
 
 
 def check_randomness(model: nn.Module, x: torch.Tensor, *, passes: int = 2,

@@ -12,10 +12,16 @@
 7. ``randomness`` - two eval() forward passes of the same input differ (stochastic defence);
 8. ``train_mode`` - the model was handed over in training mode;
 9. ``autoattack_flags`` - pyautoattack's own check messages, when AutoAttack ran;
+10. ``finite_outputs`` - every logit is finite (a model with NaN/inf outputs gets this check
+    instead of advice about stochastic defences or gradient masking);
 plus checks read from an :class:`~robustlayers.evaluate.robust.EvaluationResult`
 (:func:`checks_from_results`): perturbations within ε, attacks' zero-gradient reports, and the
 steps / restarts / FGSM-vs-PGD comparisons between attacks that were evaluated anyway.
-Thresholds are documented in :mod:`robustlayers.evaluate.checks`.
+Thresholds are documented in :mod:`robustlayers.evaluate.checks`. A check that cannot run is
+reported as skipped with the reason (printed to stderr as ``sanity check skipped: ...``): every
+check after ``finite_outputs`` when the outputs are not finite, the attack checks at ε = 0. At a
+budget that already reaches every image (ℓ∞ ε ≥ 1) the large-ε check uses the PGD at ε itself
+and the sweep has no 2ε point.
 
 Cost of the attack checks (``attack_checks=True``) with PGD-k: FGSM (1 gradient) + PGD-2k +
 PGD-k × r restarts + PGD-k at ε/2 and 2ε + PGD-max(k, 10) at the large ε + PGD-k at ε (reused
@@ -33,13 +39,15 @@ import torch
 from torch import nn
 
 from .checks import (MASKING, SanityCheck, SanityError, check_eps_monotone, check_fgsm_vs_pgd,
-                     check_large_eps, check_more_restarts, check_more_steps, check_no_rise,
-                     check_randomness, check_train_mode, check_zero_gradients)
+                     check_finite_outputs, check_large_eps, check_more_restarts, check_more_steps,
+                     check_no_rise, check_randomness, check_train_mode, check_zero_gradients,
+                     skipped_check)
 from .metrics import eval_mode, logits_of
 from .robust import evaluate_attack
 from .validate import validate_batch, validate_count, validate_model, validate_step
 
 FGSM_NAMES = ("fgsm", "fgsm-rs")
+ATTACK_CHECKS = ("eps_monotone", "more_steps", "more_restarts", "fgsm_vs_pgd", "large_eps")
 AUTOATTACK_NAMES = ("autoattack", "autoattack-custom", "autoattack-plus", "autoattack-rand")
 
 
@@ -60,9 +68,14 @@ def large_eps_for(norm: str, shape) -> float:
 
 
 def report_checks(checks: list[SanityCheck], *, strict: bool = False, stream=None) -> None:
-    """Print every failed check prominently to stderr; with ``strict`` raise SanityError."""
+    """Print every failed check prominently to stderr, and every skipped one with its reason;
+    with ``strict`` raise SanityError."""
     failed = [c for c in checks if not c.passed]
     stream = sys.stderr if stream is None else stream
+    for c in checks:
+        if c.skipped:
+            print(f"sanity check skipped: {c.name}: {c.detail.removeprefix('skipped: ')}",
+                  file=stream)
     for c in failed:
         print(f"SANITY CHECK FAILED: {c.name} [{c.severity}]: {c.detail}\n"
               f"    suggestion: {c.suggestion}", file=stream)
@@ -191,12 +204,22 @@ def run_sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, thr
     build = default_build if build is None else build
     training = list(results.training_modules) if results is not None else []
     training += [n for n, m in model.named_modules() if m.training and n not in training]
-    checks = [check_train_mode(training), check_randomness(model, x, batch_size=batch_size),
-              check_zero_gradients(model, x, y, batch_size=batch_size)]
-    if attack_checks and threat.eps > 0:
-        checks += _attack_checks(model, x, y, threat, steps, alpha, restarts, seed,
-                                 num_classes or _num_classes(model, x), results, large_eps,
-                                 build, batch_size)
+    finite = check_finite_outputs(model, x, batch_size=batch_size)
+    checks = [check_train_mode(training), finite]
+    if not finite.passed:
+        reason = "the model's outputs are not finite (see finite_outputs)"
+        names = ("randomness", "zero_gradients") + (ATTACK_CHECKS if attack_checks else ())
+        checks += [skipped_check(name, reason) for name in names]
+    else:
+        checks += [check_randomness(model, x, batch_size=batch_size),
+                   check_zero_gradients(model, x, y, batch_size=batch_size)]
+        if attack_checks and threat.eps > 0:
+            checks += _attack_checks(model, x, y, threat, steps, alpha, restarts, seed,
+                                     num_classes or _num_classes(model, x), results, large_eps,
+                                     build, batch_size)
+        elif attack_checks:
+            checks += [skipped_check(name, f"ε = {threat.eps:g}: there is no perturbation to "
+                                     "attack with") for name in ATTACK_CHECKS]
     if results is not None:
         checks += [c for c in checks_from_results(results) if c.name != "train_mode"]
     if report:
@@ -245,7 +268,14 @@ def _attack_checks(model, x, y, threat, steps, alpha, restarts, seed, num_classe
         sweep[big] = accuracy(big_attack)
         out.append(check_large_eps(sweep[big], n=n, num_classes=num_classes, eps=big,
                                    norm=threat.norm))
-    out.insert(0, check_eps_monotone(list(sweep), list(sweep.values()), n))
+    else:  # ε itself reaches every image: the PGD at ε is the large-ε attack
+        large = check_large_eps(acc_k, n=n, num_classes=num_classes, eps=eps, norm=threat.norm)
+        large.detail += f" (ε ≥ {big:.4g} reaches every image: measured with the PGD at ε)"
+        out.append(large)
+    monotone = check_eps_monotone(list(sweep), list(sweep.values()), n)
+    if 2 * eps >= big:
+        monotone.detail += f"; no 2ε point: 2ε ≥ {big:.4g} already reaches every image"
+    out.insert(0, monotone)
     return out
 
 

@@ -7,15 +7,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from robustlayers.errors import SelectionError
 from robustlayers.layers.layermap import LayerInfo
 
 PREFIXES = ("kind", "block", "before", "until", "from", "after", "index")
+# Limits that keep parsing, rendering and evaluation well inside Python's recursion limit: the
+# depth of the expression tree (one level per operator in a chain such as ``a | b | c``) and the
+# nesting of parentheses. A longer list of layers fits in one term: ``conv1,conv2,layer1.*``.
+MAX_DEPTH = 200
+MAX_NESTING = 50
 POSITIONAL = ("before", "until", "from", "after")
 _OPERATORS = {"|": "|", "+": "|", "&": "&", "-": "-"}
 
 
-class SelectionError(ValueError):
-    """A selection that cannot be parsed, names an unknown layer, or matches nothing."""
+def short(text: str, limit: int = 80) -> str:
+    """``repr(text)``, cut to about ``limit`` characters for error messages."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
+
+
+def tree_depth(node) -> int:
+    """Depth of an expression tree (a term is 1); stored on every :class:`Op`."""
+    return node.depth if isinstance(node, Op) else 1
+
+
+def make_op(op: str, left, right) -> "Op":
+    """``Op(op, left, right)``, refused (SelectionError) beyond :data:`MAX_DEPTH` levels."""
+    node = Op(op, left, right)
+    if node.depth > MAX_DEPTH:
+        raise SelectionError(
+            f"selection expression is too deep (its tree has {node.depth} levels, at most "
+            f"{MAX_DEPTH}); list many layers in one term (conv1,conv2,layer1.*), use a glob or "
+            "a block:/kind:/index: range, or pass a list of layer names")
+    return node
 
 
 @dataclass(frozen=True)
@@ -35,6 +58,10 @@ class Op:
     op: str  # "|", "&", "-"
     left: object
     right: object
+    depth: int = 0  # computed: 1 + the deeper operand's depth
+
+    def __post_init__(self):
+        object.__setattr__(self, "depth", 1 + max(tree_depth(self.left), tree_depth(self.right)))
 
 
 @dataclass(frozen=True)
@@ -51,11 +78,13 @@ class Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.nesting = 0
 
     def parse(self):
         node = self._expr()
         if self.pos != len(self.tokens):
-            raise SelectionError(f"unexpected {self.tokens[self.pos][1]!r} in selection {self.text!r}")
+            raise SelectionError(f"unexpected {self.tokens[self.pos][1]!r} in selection "
+                                 f"{short(self.text)}")
         return node
 
     def _peek(self):
@@ -66,29 +95,34 @@ class Parser:
         while self._peek()[0] == "op" and self._peek()[1] in "|-":
             op = self.tokens[self.pos][1]
             self.pos += 1
-            node = Op(op, node, self._conj())
+            node = make_op(op, node, self._conj())
         return node
 
     def _conj(self):
         node = self._atom()
         while self._peek() == ("op", "&"):
             self.pos += 1
-            node = Op("&", node, self._atom())
+            node = make_op("&", node, self._atom())
         return node
 
     def _atom(self):
         kind, value = self._peek()
         if kind is None:
-            raise SelectionError(f"selection {self.text!r} ends where a term was expected")
+            raise SelectionError(f"selection {short(self.text)} ends where a term was expected")
         self.pos += 1
         if kind == "(":
+            self.nesting += 1
+            if self.nesting > MAX_NESTING:
+                raise SelectionError(f"selection {short(self.text)} nests parentheses more than "
+                                     f"{MAX_NESTING} deep; flatten it")
             node = self._expr()
             if self._peek()[0] != ")":
-                raise SelectionError(f"missing ')' in selection {self.text!r}")
+                raise SelectionError(f"missing ')' in selection {short(self.text)}")
             self.pos += 1
+            self.nesting -= 1
             return node
         if kind != "term":
-            raise SelectionError(f"unexpected {value!r} in selection {self.text!r}; a term "
+            raise SelectionError(f"unexpected {value!r} in selection {short(self.text)}; a term "
                                  "(name, glob, kind:…, block:…, index:…) was expected")
         return parse_term(value)
 
@@ -107,7 +141,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
             i += 1
         elif ch == "-":
             raise SelectionError(
-                f"unexpected '-' at position {i} in selection {text!r}; write a difference with "
+                f"unexpected '-' at position {i} in selection {short(text)}; write a difference with "
                 "spaces around the minus, e.g. 'kind:conv - block:head'"
             )
         else:

@@ -5,7 +5,28 @@ from __future__ import annotations
 
 from torch import nn
 
+from robustlayers.errors import ConfigError, describe_value, expect_module
 from robustlayers.layers.selection import SelectionLike, select
+
+
+def _check_groups(groups, default) -> list[tuple[SelectionLike, dict]]:
+    """``groups`` as a list of (selection, options dict) pairs; ConfigError saying what is
+    expected otherwise (a bare selection string is the usual mistake)."""
+    example = "[('block:1', {'lr': 0.01}), ('block:2,3', {'lr': 0.1})]"
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, (list, tuple)):
+        raise ConfigError(f"param_groups() expects a list of (selection, options) pairs such as "
+                          f"{example}, got {describe_value(groups)}")
+    for i, pair in enumerate(groups):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ConfigError(f"param_groups() group {i} must be a (selection, options) pair "
+                              f"such as ('block:1', {{'lr': 0.01}}), got {describe_value(pair)}")
+        if not isinstance(pair[1], dict):
+            raise ConfigError(f"param_groups() group {i}: options must be a dict like "
+                              f"{{'lr': 0.1}}, got {describe_value(pair[1])}")
+    if default is not None and not isinstance(default, dict):
+        raise ConfigError(f"param_groups() default must be a dict of optimiser options or None, "
+                          f"got {describe_value(default)}")
+    return list(groups)
 
 
 def param_groups(model: nn.Module, groups: list[tuple[SelectionLike, dict]], *,
@@ -19,6 +40,8 @@ def param_groups(model: nn.Module, groups: list[tuple[SelectionLike, dict]], *,
     when ``default`` is None. Frozen parameters (``requires_grad=False``) are left out. Every
     group carries ``"names"``: the parameter names it holds, for the run record.
     """
+    expect_module(model, function="param_groups")
+    groups = _check_groups(groups, default)
     owner = {}
     for mod_name, module in model.named_modules():
         for p_name, param in module.named_parameters(recurse=False):
@@ -27,8 +50,6 @@ def param_groups(model: nn.Module, groups: list[tuple[SelectionLike, dict]], *,
     taken: set[int] = set()
     result = []
     for selection, options in groups:
-        if not isinstance(options, dict):
-            raise ValueError(f"group options must be a dict like {{'lr': 0.1}}, got {options!r}")
         layers = set(select(model, selection).names)
         params, names = [], []
         for key, (mod_name, full, param) in owner.items():
@@ -44,6 +65,6 @@ def param_groups(model: nn.Module, groups: list[tuple[SelectionLike, dict]], *,
         if rest:
             result.append({**default, "params": [p for _, p in rest], "names": [n for n, _ in rest]})
     if not result:
-        raise ValueError("no trainable parameters in any group: every selected parameter is "
+        raise ConfigError("no trainable parameters in any group: every selected parameter is "
                          "frozen or the selections are empty")
     return result

@@ -34,8 +34,9 @@ from typing import Callable, Iterable, Iterator
 from torch import nn
 
 from robustlayers.layers._syntax import (
-    POSITIONAL, Op, Parser, SelectionError, Term, Where, render,
+    POSITIONAL, Op, Parser, SelectionError, Term, Where, make_op, render, short,
 )
+from robustlayers.errors import describe_value
 from robustlayers.layers.layermap import LayerInfo, LayerMap, layer_map
 
 def closest(name: str, choices: Iterable[str], n: int = 5) -> str:
@@ -59,8 +60,11 @@ class Selection:
     # -- construction
     @classmethod
     def parse(cls, text: str) -> "Selection":
-        if not isinstance(text, str) or not text.strip():
-            raise SelectionError("empty selection; write e.g. 'kind:conv', 'block:3,4' or 'all'")
+        if not isinstance(text, str):
+            raise SelectionError(f"a selection expression is text, got {describe_value(text)}")
+        if not text.strip():
+            raise SelectionError(f"empty selection {text!r}; write e.g. 'kind:conv', "
+                                 "'block:3,4' or 'all'")
         return cls(Parser(text).parse())
 
     @classmethod
@@ -69,11 +73,11 @@ class Selection:
 
     @classmethod
     def names(cls, *names: str) -> "Selection":
-        return cls(Term("", tuple(names)))
+        return cls(Term("", _texts(names, "layer names")))
 
     @classmethod
     def kind(cls, *kinds: str) -> "Selection":
-        return cls(Term("kind", tuple(kinds)))
+        return cls(Term("kind", _texts(kinds, "layer kinds")))
 
     @classmethod
     def block(cls, *blocks: str | int) -> "Selection":
@@ -98,15 +102,15 @@ class Selection:
 
     # -- algebra
     def __or__(self, other: "Selection") -> "Selection":
-        return Selection(Op("|", self._node, _as_selection(other)._node))
+        return Selection(make_op("|", self._node, _as_selection(other)._node))
 
     __add__ = __or__
 
     def __and__(self, other: "Selection") -> "Selection":
-        return Selection(Op("&", self._node, _as_selection(other)._node))
+        return Selection(make_op("&", self._node, _as_selection(other)._node))
 
     def __sub__(self, other: "Selection") -> "Selection":
-        return Selection(Op("-", self._node, _as_selection(other)._node))
+        return Selection(make_op("-", self._node, _as_selection(other)._node))
 
     def __str__(self) -> str:
         return render(self._node)
@@ -127,11 +131,11 @@ class Selection:
 
         ``allow_empty`` admits an expression that is valid but selects nothing as a whole, such
         as ``before:conv1`` for EARLY's cut before the first layer; unknown names still fail."""
-        lmap = target if isinstance(target, LayerMap) else layer_map(target, input_shape)
+        lmap = _layer_map_of(target, input_shape)
         chosen = _evaluate(self._node, lmap)
         if not chosen and not allow_empty:
             raise SelectionError(
-                f"selection {str(self)!r} resolved to no layers; the model's blocks are "
+                f"selection {short(str(self))} resolved to no layers; the model's blocks are "
                 f"{', '.join(lmap.blocks)} and its layers include {closest(str(self), lmap.names)}"
             )
         layers = tuple(info for info in lmap if info.name in chosen)
@@ -176,13 +180,35 @@ def _as_selection(expr) -> Selection:
         return Selection.parse(expr)
     if isinstance(expr, ResolvedSelection):
         return Selection.names(*expr.names)
-    names = tuple(expr)
-    if not names or not all(isinstance(n, str) for n in names):
+    try:
+        names = None if isinstance(expr, (bytes, dict)) else tuple(expr)
+    except TypeError:  # not iterable
+        names = None
+    if not names or not all(isinstance(n, str) and n for n in names):
         raise SelectionError(
-            f"a selection is a text expression, a Selection or a non-empty list of layer names; "
-            f"got {expr!r}"
+            "a selection is a text expression ('block:3,4'), a Selection or a non-empty list of "
+            f"layer names; got {describe_value(expr)}"
         )
     return Selection.names(*names)
+
+
+def _texts(values: tuple, what: str) -> tuple[str, ...]:
+    bad = [v for v in values if not isinstance(v, str) or not v]
+    if bad or not values:
+        raise SelectionError(f"{what} must be non-empty strings, got {describe_value(values)}")
+    return tuple(values)
+
+
+def _layer_map_of(target, input_shape) -> LayerMap:
+    """The layer map of a model (cached) or the map itself; SelectionError for anything else."""
+    if isinstance(target, LayerMap):
+        return target
+    if not isinstance(target, nn.Module):
+        hint = (f"; build the model first, e.g. create_model({target!r}, num_classes=...)"
+                if isinstance(target, str) else "")
+        raise SelectionError(f"a selection resolves against a torch.nn.Module or its LayerMap, "
+                             f"got {describe_value(target)}{hint}")
+    return layer_map(target, input_shape)
 
 
 def select(target: nn.Module | LayerMap, expr: SelectionLike, input_shape=None, *,
@@ -190,7 +216,7 @@ def select(target: nn.Module | LayerMap, expr: SelectionLike, input_shape=None, 
     """Resolve ``expr`` (text, :class:`Selection`, resolved selection or list of layer names)
     against a model or its layer map."""
     if isinstance(expr, ResolvedSelection):
-        lmap = target if isinstance(target, LayerMap) else layer_map(target, input_shape)
+        lmap = _layer_map_of(target, input_shape)
         missing = [n for n in expr.names if n not in lmap]
         if missing:
             raise SelectionError(

@@ -8,13 +8,17 @@ Re-initialising calls ``reset_parameters()``, which for BN also resets the runni
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
+from robustlayers.errors import ConfigError, describe_value, expect_module
 from robustlayers.layers.selection import SelectionLike, select
 
 
 def _set_requires_grad(model: nn.Module, selection: SelectionLike, flag: bool) -> tuple[str, ...]:
+    expect_module(model, function="freeze" if not flag else "unfreeze")
     chosen = select(model, selection)
     for module in chosen.modules(model).values():
         for param in module.parameters(recurse=False):
@@ -36,11 +40,14 @@ def reinit(model: nn.Module, selection: SelectionLike, *, seed: int | None = Non
     """Re-initialise the selected layers with ``reset_parameters()`` (EARLY stage 2); BN layers
     also reset their running statistics. With ``seed`` the draw is reproducible and the global
     RNG is left as it was."""
+    expect_module(model, function="reinit")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ConfigError(f"reinit() seed must be an int or None, got {describe_value(seed)}")
     chosen = select(model, selection)
     modules = chosen.modules(model)
     lacking = [n for n, m in modules.items() if not hasattr(m, "reset_parameters")]
     if lacking:
-        raise ValueError(f"cannot re-initialise {lacking[:5]}: no reset_parameters() method")
+        raise ConfigError(f"cannot re-initialise {lacking[:5]}: no reset_parameters() method")
     devices = [p.device for m in modules.values() for p in m.parameters(recurse=False)]
     cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
     with torch.random.fork_rng(devices=cuda, enabled=seed is not None):
@@ -55,6 +62,7 @@ def count_params(model: nn.Module, selection: SelectionLike | None = None, *,
                  trainable_only: bool = False) -> int:
     """Number of parameters of the selected layers (all parameters of the model when
     ``selection`` is None); ``trainable_only`` counts those with ``requires_grad``."""
+    expect_module(model, function="count_params")
     if selection is None:
         params = model.parameters()
     else:

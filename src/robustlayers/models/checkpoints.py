@@ -36,8 +36,7 @@ _NORM_BUFFERS = {"mean", "std", "mu", "sigma"}
 _LIST_LIMIT = 10
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read safely or does not match the model."""
+from robustlayers.errors import CheckpointError, expect_module  # noqa: E402 (with the other errors)
 
 
 @dataclass(frozen=True)
@@ -191,6 +190,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool =
     with matching shape is loaded; the rest is reported in the returned :class:`LoadReport`.
     A missing file raises ``FileNotFoundError`` naming the path.
     """
+    expect_module(model, function="load_checkpoint")
     path = Path(path)
     if not path.is_file():
         where = " (it is a directory)" if path.is_dir() else ""

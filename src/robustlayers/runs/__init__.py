@@ -15,6 +15,7 @@ from robustlayers.runs.atomic import (
 from robustlayers.runs.checkpoint import CheckpointCorrupt, epoch_tag, tag_epoch
 from robustlayers.runs.index import RunIndex, compare_rows, summarize_run
 from robustlayers.runs.load import load_run_model
+from robustlayers.runs.paths import check_output_path
 from robustlayers.runs.rng import capture_rng_state, restore_rng_state
 from robustlayers.runs.rundir import CheckpointWarning, RunDir, iter_run_dirs
 
@@ -34,6 +35,7 @@ __all__ = [
     "summarize_run",
     "compare_rows",
     "load_run_model",
+    "check_output_path",
     "capture_rng_state",
     "restore_rng_state",
 ]

@@ -42,14 +42,15 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _EPOCH_RE = re.compile(r"^epoch-(\d+)$")
 
 
-class CheckpointCorrupt(ValueError):
-    """A checkpoint file is missing, truncated or does not match its manifest; never loaded."""
+from robustlayers.errors import (  # noqa: E402,F401 (CheckpointCorrupt is re-exported)
+    CheckpointCorrupt, CheckpointError, ConfigError, expect_module,
+)
 
 
 def epoch_tag(epoch: int) -> str:
     """The checkpoint tag of an epoch: ``epoch_tag(3) == "epoch-0003"``."""
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        raise ConfigError(f"epoch must be a non-negative int, got {epoch!r}")
     return f"epoch-{epoch:04d}"
 
 
@@ -62,7 +63,7 @@ def tag_epoch(tag: str) -> int | None:
 def check_tag(tag: str) -> str:
     """Validate a checkpoint tag (``best``, ``epoch-0003``, any simple name without slashes)."""
     if not isinstance(tag, str) or not _TAG_RE.match(tag):
-        raise ValueError(
+        raise ConfigError(
             f"invalid checkpoint tag {tag!r}: use 'best', 'epoch-0003' (see epoch_tag) or a "
             "name of letters, digits, '_', '.', '-' not starting with a dot"
         )
@@ -130,7 +131,7 @@ def state_bytes(state: Mapping[str, Any]) -> bytes:
     import torch
 
     if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint state must be a dict, got {type(state).__name__}")
+        raise ConfigError(f"checkpoint state must be a dict, got {type(state).__name__}")
     buffer = io.BytesIO()
     torch.save(dict(state), buffer)
     data = buffer.getvalue()
@@ -138,7 +139,7 @@ def state_bytes(state: Mapping[str, Any]) -> bytes:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler raises UnpicklingError / RuntimeError
         where = _unsafe_path(dict(state)) or "an entry"
-        raise ValueError(
+        raise ConfigError(
             f"checkpoint state would not load with torch.load(weights_only=True): {where} is "
             "not a tensor / number / str / list / tuple / dict. Convert numpy arrays with "
             "torch.from_numpy and record RNG states with robustlayers.runs.capture_rng_state(). "
@@ -249,15 +250,20 @@ def verify_dir(ckpt_dir: Path) -> dict[str, Any]:
 
 
 def load_weights_into(model: nn.Module, data: bytes, source: Path) -> None:
-    """Load safetensors bytes into ``model`` (strict); ValueError listing key mismatches."""
+    """Load safetensors bytes into ``model`` (strict); CheckpointError listing key mismatches."""
     from safetensors.torch import load
 
-    tensors = load(data)
+    expect_module(model, function="load_checkpoint")
+    try:
+        tensors = load(data)
+    except Exception as err:  # safetensors raises its own SafetensorError on a bad header
+        raise CheckpointCorrupt(f"{source} is not a readable safetensors file "
+                                f"({type(err).__name__}: {err}); not loaded") from None
     target = unwrap_model(model)
     expected = set(target.state_dict())
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"weights in {source} do not fit the model: missing {missing[:10]}"
             f"{' …' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}"
             f"{' …' if len(unexpected) > 10 else ''}"
@@ -265,14 +271,29 @@ def load_weights_into(model: nn.Module, data: bytes, source: Path) -> None:
     try:
         target.load_state_dict(tensors, strict=True)
     except RuntimeError as err:  # shape mismatches
-        raise ValueError(f"weights in {source} do not fit the model: {err}") from None
+        raise CheckpointError(f"weights in {source} do not fit the model: {err}") from None
 
 
-def load_state_bytes(data: bytes, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` of verified state bytes."""
+def load_state_bytes(data: bytes, map_location: Any = "cpu", *, source: Path | str = "state.pt"
+                     ) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of verified state bytes. A file the restricted loader
+    refuses (a tampered state holding Python objects, even with a matching manifest) raises
+    CheckpointCorrupt, as a tampered weights file does; it is never unpickled unrestricted."""
     import torch
 
-    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise CheckpointCorrupt(
+            f"checkpoint file {source}: refused — it is not a plain state of tensors, numbers "
+            f"and strings ({type(err).__name__}: {first}). It was loaded with "
+            "weights_only=True, and robustlayers never falls back to unrestricted unpickling "
+            "(that can run arbitrary code); not loaded") from None
+    if not isinstance(state, dict):
+        raise CheckpointCorrupt(f"checkpoint file {source} holds {type(state).__name__}, not a "
+                                "dict; not loaded")
+    return state
 
 
 def _tag_of_old(path: Path) -> str:

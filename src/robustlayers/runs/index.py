@@ -1,7 +1,10 @@
 """The run index: one SQLite table (``ROOT/runs.sqlite``) with one row per run under ROOT.
 
 The run directories are the source of truth; the index is a summary for listing and comparing
-that can always be rebuilt with :meth:`RunIndex.rescan`. It is safe with several processes
+that can always be rebuilt with :meth:`RunIndex.rescan`. An index that is not a readable SQLite
+database (or lacks the expected table) is moved aside as ``runs.sqlite.corrupt-*`` and rebuilt from
+the run directories, with a :class:`RunStoreWarning`; a run directory whose files cannot be read
+is skipped by :meth:`RunIndex.rescan` with a warning naming it. It is safe with several processes
 writing at once: WAL journal, a busy timeout, ``BEGIN IMMEDIATE`` transactions (each upsert is
 all-or-nothing) and retries when the database stays locked beyond the timeout.
 
@@ -18,9 +21,11 @@ import json
 import os
 import sqlite3
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from robustlayers.errors import ConfigError, RunError, RunStoreError
 from robustlayers.runs.atomic import dumps_json
 from robustlayers.runs.rundir import STATUSES, RunDir, iter_run_dirs
 
@@ -37,6 +42,23 @@ SUMMARY_COLUMNS = tuple(c for c in COLUMNS if c not in ("config_json", "result_j
 ROBUST_KEYS = ("robust_acc", "test_robust_acc", "val_robust_acc", "eval_robust_acc")
 CLEAN_KEYS = ("clean_acc", "test_clean_acc", "val_clean_acc", "eval_clean_acc")
 FILTERS = ("method", "status", "model", "dataset", "seed")
+# What a run directory's files may raise when they cannot be read (RunStoreError and the other
+# library errors are ValueErrors).
+UNREADABLE = (ValueError, OSError)
+
+
+class RunStoreWarning(UserWarning):
+    """A corrupt runs index was rebuilt, or an unreadable run directory was skipped."""
+
+
+def _corrupt(err: sqlite3.DatabaseError) -> bool:
+    """True for errors meaning the file is no (usable) runs index, as opposed to a locked or
+    unopenable one."""
+    if type(err) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
+        return True
+    text = str(err).lower()
+    return isinstance(err, sqlite3.OperationalError) and any(
+        s in text for s in ("malformed", "no such table", "no such column", "has no column"))
 
 
 def _first(row: Mapping[str, Any], keys: Sequence[str]) -> Any:
@@ -111,12 +133,12 @@ def compare_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "differing_config": differing}
 
 
-def unknown_run_error(run_id: str, known: Sequence[str], root: Path) -> ValueError:
-    """ValueError for an unknown run id listing the known ids, closest first."""
+def unknown_run_error(run_id: str, known: Sequence[str], root: Path) -> RunError:
+    """RunError for an unknown run id listing the known ids, closest first."""
     close = difflib.get_close_matches(run_id, known, n=5, cutoff=0.3)
     ordered = close + [k for k in known if k not in close]
     shown = ", ".join(ordered[:20]) + (f", … ({len(ordered) - 20} more)" if len(ordered) > 20 else "")
-    return ValueError(f"unknown run {run_id!r} under {root}; known runs: {shown or 'none'}")
+    return RunError(f"unknown run {run_id!r} under {root}; known runs: {shown or 'none'}")
 
 
 class RunIndex:
@@ -125,6 +147,8 @@ class RunIndex:
     def __init__(self, root: str | os.PathLike, *, timeout: float = 30.0, create: bool = True,
                  retries: int = 20):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise RunError(f"runs root {self.root} is a file; a folder of runs is expected")
         if not self.root.is_dir():
             if not create:
                 raise FileNotFoundError(
@@ -132,8 +156,12 @@ class RunIndex:
                 )
             self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / INDEX_FILE
+        if self.db_path.is_dir():
+            raise RunStoreError(f"runs index {self.db_path} is a folder; move it away (the index "
+                                "is rebuilt from the run directories)")
         self.timeout = float(timeout)
         self.retries = int(retries)
+        self._rebuilding = False
         self._retry(self._init_schema)
 
     # ------------------------------------------------------------------ plumbing
@@ -144,6 +172,42 @@ class RunIndex:
         return con
 
     def _retry(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(connection)`` (see :meth:`_retry_locked`); a corrupt index is rebuilt once
+        and ``fn`` run again; any other SQLite error becomes a RunStoreError naming the file."""
+        try:
+            return self._retry_locked(fn)
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as err:
+            if type(err) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+                raise  # IntegrityError, ProgrammingError: a bad row, not a bad file
+            if self._rebuilding or not _corrupt(err):
+                raise RunStoreError(f"runs index {self.db_path}: {err}") from err
+            self._rebuild(err)
+        try:
+            return self._retry_locked(fn)
+        except sqlite3.OperationalError as err:
+            raise RunStoreError(f"runs index {self.db_path}: {err}") from err
+
+    def _rebuild(self, err: BaseException) -> None:
+        """Move the corrupt index (and its WAL files) aside, create a new one and fill it from
+        the run directories, warning about it."""
+        aside = self.db_path.with_name(f"{INDEX_FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+                                       f"-{os.getpid()}")
+        for suffix in ("", "-wal", "-shm"):
+            try:  # another process may have moved it already
+                os.replace(f"{self.db_path}{suffix}", f"{aside}{suffix}")
+            except FileNotFoundError:
+                pass
+        self._rebuilding = True
+        try:
+            self._retry_locked(self._init_schema)
+            found = self.rescan()
+        finally:
+            self._rebuilding = False
+        warnings.warn(f"runs index {self.db_path} was unreadable ({err}); moved it to "
+                      f"{aside.name} and rebuilt it from the {found} run directories under "
+                      f"{self.root}", RunStoreWarning, stacklevel=4)
+
+    def _retry_locked(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn(connection)``, retrying while SQLite reports the database locked/busy.
         Back-off is deterministic (no use of the global RNG, which training seeds)."""
         for attempt in range(self.retries + 1):
@@ -173,13 +237,17 @@ class RunIndex:
         con.execute("PRAGMA journal_mode=WAL")
         columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
         self._transaction(con, lambda: con.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})"))
+        present = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+        missing = [name for name in COLUMNS if name not in present]
+        if missing:  # an index written by another version: rebuilt by _retry
+            raise sqlite3.DatabaseError(f"the runs table lacks the columns {missing}")
 
     # ------------------------------------------------------------------ writing
     def _row_of(self, item: RunDir | str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(item, Mapping):
             unknown = set(item) - set(COLUMNS)
             if "id" not in item or unknown:
-                raise ValueError(
+                raise ConfigError(
                     f"an index row needs an 'id' and only these columns {list(COLUMNS)}; "
                     f"unknown: {sorted(unknown)}"
                 )
@@ -193,9 +261,9 @@ class RunIndex:
         try:
             relative = resolved.relative_to(root)
         except ValueError:
-            raise ValueError(f"run directory {path} is not under the index root {self.root}") from None
+            raise RunError(f"run directory {path} is not under the index root {self.root}") from None
         if not relative.parts:
-            raise ValueError(f"the index root {self.root} itself is not a run id")
+            raise RunError(f"the index root {self.root} itself is not a run id")
         return relative.as_posix()
 
     def upsert(self, item: RunDir | str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
@@ -203,9 +271,20 @@ class RunIndex:
         one transaction; returns the row written. ``created`` of an existing row is kept."""
         return self.upsert_many([item])[0]
 
-    def upsert_many(self, items: Iterable[RunDir | str | os.PathLike | Mapping[str, Any]]) -> list[dict]:
-        """Upsert several runs in a single all-or-nothing transaction."""
-        rows = [self._row_of(item) for item in items]
+    def upsert_many(self, items: Iterable[RunDir | str | os.PathLike | Mapping[str, Any]], *,
+                    skip_unreadable: bool = False) -> list[dict]:
+        """Upsert several runs in a single all-or-nothing transaction. With
+        ``skip_unreadable`` a run directory whose files cannot be read is left out with a
+        :class:`RunStoreWarning` naming it (its row, if any, is kept)."""
+        rows = []
+        for item in items:
+            try:
+                rows.append(self._row_of(item))
+            except UNREADABLE as err:
+                if not skip_unreadable or isinstance(item, Mapping):
+                    raise
+                warnings.warn(f"skipped run directory {getattr(item, 'path', item)}: {err}",
+                              RunStoreWarning, stacklevel=2)
 
         def write(con: sqlite3.Connection) -> None:
             def statements() -> None:
@@ -236,7 +315,7 @@ class RunIndex:
         """Upsert every run directory under the root (one transaction); with ``prune`` also drop
         rows whose directory is gone. Returns the number of runs found."""
         paths = [p for p in iter_run_dirs(self.root) if p.resolve() != self.root.resolve()]
-        self.upsert_many(paths)
+        self.upsert_many(paths, skip_unreadable=True)
         if prune:
             found = {self.id_of(p) for p in paths}
             for run_id in set(self.ids()) - found:
@@ -256,10 +335,10 @@ class RunIndex:
         ``seed``; ``None`` means any), oldest first."""
         unknown = set(filters) - set(FILTERS)
         if unknown:
-            raise ValueError(f"unknown filters {sorted(unknown)}; valid: {list(FILTERS)}")
+            raise ConfigError(f"unknown filters {sorted(unknown)}; valid: {list(FILTERS)}")
         status = filters.get("status")
         if status is not None and status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; valid: {list(STATUSES)}")
+            raise ConfigError(f"unknown status {status!r}; valid: {list(STATUSES)}")
         where = [(k, v) for k, v in filters.items() if v is not None]
         sql = "SELECT * FROM runs"
         if where:
@@ -267,7 +346,7 @@ class RunIndex:
         return self._query(sql + " ORDER BY created, id", [v for _, v in where])
 
     def get(self, run_id: str) -> dict[str, Any]:
-        """The row of ``run_id``; ValueError listing the known ids when there is none."""
+        """The row of ``run_id``; RunError listing the known ids when there is none."""
         rows = self._query("SELECT * FROM runs WHERE id = ?", (run_id,))
         if not rows:
             raise unknown_run_error(run_id, self.ids(), self.root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from robustlayers.errors import RunError, RunStoreError
 from robustlayers.runs.checkpoint import check_tag, epoch_tag
 from robustlayers.runs.rundir import RunDir
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 def resolve_which(run: RunDir, which: str | int) -> str:
     """The checkpoint tag meant by ``which``: ``"best"``, ``"last"`` (the newest complete epoch
-    checkpoint), an epoch number or a tag such as ``"epoch-0003"``. ValueError listing the
+    checkpoint), an epoch number or a tag such as ``"epoch-0003"``. RunError listing the
     available checkpoints when it names none."""
     available = run.checkpoint_tags()
     if isinstance(which, int) and not isinstance(which, bool):
@@ -29,7 +30,7 @@ def resolve_which(run: RunDir, which: str | int) -> str:
     else:
         tag = None
     if tag is None or tag not in available:
-        raise ValueError(
+        raise RunError(
             f"no checkpoint {which!r} in {run.path}; choose 'last', 'best' or one of: "
             f"{', '.join(available) or 'none (the run has no complete checkpoint)'}"
         )
@@ -46,7 +47,7 @@ def load_run_model(
     config = run.config
     missing = [key for key in ("model", "model_kwargs") if key not in config]
     if missing:
-        raise ValueError(
+        raise RunStoreError(
             f"{run.path / 'config.json'} lacks {missing}; cannot rebuild the model "
             "(the config must hold 'model' and 'model_kwargs' for create_model)"
         )

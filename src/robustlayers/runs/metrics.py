@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from robustlayers.errors import RunStoreError
 from robustlayers.runs.atomic import atomic_write_bytes, dumps_json
 
 
@@ -43,7 +44,8 @@ def append_row(path: Path, row: Mapping[str, Any]) -> None:
 
 def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """``(rows, warnings)``: every row in order; a torn last line is dropped with a warning and a
-    bad line anywhere else is a ValueError naming its line number."""
+    bad line anywhere else (not JSON, or not an object with an int ``epoch``) is a
+    RunStoreError naming the file and its line number."""
     if not path.is_file():
         return [], []
     lines = path.read_bytes().split(b"\n")
@@ -52,12 +54,17 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         if not raw.strip():
             continue
         try:
-            rows.append(json.loads(raw))
+            row = json.loads(raw)
         except ValueError:
             if number == len(lines):  # no newline after it: a torn write
                 notes.append(f"{path}: ignored a torn last line {raw[:60]!r}")
                 continue
-            raise ValueError(f"{path} line {number} is not valid JSON: {raw[:80]!r}") from None
+            raise RunStoreError(f"{path} line {number} is not valid JSON: {raw[:80]!r}") from None
+        epoch = row.get("epoch") if isinstance(row, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise RunStoreError(f"{path} line {number} is not a metrics row (a JSON object with "
+                                f"an int 'epoch'): {raw[:80]!r}")
+        rows.append(row)
     return rows, notes
 
 

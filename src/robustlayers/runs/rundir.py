@@ -26,9 +26,11 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from robustlayers.errors import ConfigError, RunError, RunStoreError, describe_value
 from robustlayers.runs import checkpoint as ck
 from robustlayers.runs import metrics as _metrics
 from robustlayers.runs.atomic import _UMASK, atomic_write_json, dumps_json, fsync_dir
+from robustlayers.runs.paths import check_output_path
 
 if TYPE_CHECKING:
     from torch import nn
@@ -51,6 +53,25 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def read_json_file(path: Path, *, expect: type | None = dict) -> Any:
+    """The JSON content of ``path``; RunStoreError naming the file (and the line and column of
+    a parse error) when it cannot be read or is not an ``expect`` (``None``: any type)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RunStoreError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                            f"{err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise RunStoreError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise RunStoreError(f"cannot read {path}: {err.strerror or err}") from None
+    if expect is not None and not isinstance(value, expect):
+        raise RunStoreError(f"{path} holds {describe_value(value, 40)}; a JSON "
+                            f"{'object' if expect is dict else expect.__name__} was expected")
+    return value
+
+
 def _normalise(obj: Any) -> Any:
     """``obj`` as it reads back from JSON (tuples → lists, tensors → numbers)."""
     return json.loads(dumps_json(obj, indent=None))
@@ -64,7 +85,7 @@ def selection_record(selection: Any) -> dict[str, Any]:
         return {"expression": selection.get("expression"), "names": list(selection["names"])}
     if isinstance(selection, (list, tuple)) and all(isinstance(n, str) for n in selection):
         return {"expression": None, "names": list(selection)}
-    raise ValueError(
+    raise ConfigError(
         "a selection record must be a ResolvedSelection, a dict with 'names' (and "
         f"'expression'), or a list of layer names; got {type(selection).__name__}"
     )
@@ -103,16 +124,18 @@ class RunDir:
         the resume is recorded in ``environment.json``. Resuming a finished run is refused.
         """
         if not isinstance(config, Mapping):
-            raise ValueError(f"config must be a dict, got {type(config).__name__}")
+            raise ConfigError(f"config must be a dict, got {describe_value(config)}")
         config = _normalise(dict(config))
         path = Path(path)
+        if not os.path.lexists(path):  # a new run: checked before anything is written
+            check_output_path(path, kind="dir")  # (an empty dir is not probed: others may race)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             if not path.is_dir():
-                raise ValueError(f"{path} exists and is not a directory")
+                raise RunError(f"{path} exists and is not a directory")
             if any(path.iterdir()):
                 if not exist_ok:
-                    raise ValueError(
+                    raise RunError(
                         f"run directory {path} already exists and is not empty; pass "
                         "exist_ok=True to resume it, or choose another path"
                     )
@@ -146,7 +169,7 @@ class RunDir:
                 os.rename(tmp, dest)
             except OSError as err:
                 if dest.is_dir() and any(dest.iterdir()):
-                    raise ValueError(
+                    raise RunError(
                         f"run directory {path} was created by someone else meanwhile and is "
                         "not empty; choose another path"
                     ) from err
@@ -164,12 +187,12 @@ class RunDir:
             keys = sorted(
                 k for k in set(run.config) | set(config) if run.config.get(k) != config.get(k)
             )
-            raise ValueError(
+            raise RunError(
                 f"cannot resume {path}: its config.json differs from the given config in {keys}; "
                 "resume with RunDir.open(path).config or start a new run directory"
             )
         if run.status == "finished":
-            raise ValueError(f"cannot resume {path}: the run is already finished (result.json)")
+            raise RunError(f"cannot resume {path}: the run is already finished (result.json)")
         if (path / RESULT_FILE).exists():  # a failed attempt: running again
             os.unlink(path / RESULT_FILE)
             fsync_dir(path)
@@ -186,13 +209,16 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "RunDir":
-        """Open an existing run directory (ValueError naming the missing config.json if not)."""
+        """Open an existing run directory: RunError naming the missing config.json if it is
+        none, RunStoreError naming the file if its config.json cannot be read."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise RunError(f"a run directory is a path, got {describe_value(path)}")
         path = Path(path)
         config_path = path / CONFIG_FILE
         if not config_path.is_file():
             what = "does not exist" if not path.exists() else "is not a run directory"
-            raise ValueError(f"{path} {what}: {config_path} is missing")
-        return cls(path, json.loads(config_path.read_text(encoding="utf-8")))
+            raise RunError(f"{path} {what}: {config_path} is missing")
+        return cls(path, read_json_file(config_path))
 
     @staticmethod
     def is_run_dir(path: str | os.PathLike) -> bool:
@@ -210,7 +236,7 @@ class RunDir:
         path = self.path / name
         if not path.is_file():
             return default
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json_file(path)
 
     @property
     def environment(self) -> dict[str, Any]:
@@ -231,7 +257,7 @@ class RunDir:
             record = selection_record(selection)
             old = current.get(label)
             if old is not None and old["names"] != record["names"]:
-                raise ValueError(
+                raise RunError(
                     f"selection {label!r} is already recorded in {self.path} with other layer "
                     f"names ({old['names'][:5]}…); record the new one under another label"
                 )
@@ -244,7 +270,7 @@ class RunDir:
         and fsync'ed so that a crash loses at most the line being written."""
         epoch = row.get("epoch") if isinstance(row, Mapping) else None
         if not isinstance(epoch, int) or isinstance(epoch, bool):
-            raise ValueError(f"a metrics row must be a dict with an int 'epoch'; got {row!r}")
+            raise ConfigError(f"a metrics row must be a dict with an int 'epoch'; got {row!r}")
         if not self._metrics_repaired:
             note = _metrics.repair_tail(self.path / METRICS_FILE)
             self._metrics_repaired = True
@@ -287,7 +313,7 @@ class RunDir:
         if epoch is None:
             epoch = state.get("epoch", tag_ep) if isinstance(state, Mapping) else None
         if tag_ep is not None and epoch != tag_ep:
-            raise ValueError(f"checkpoint tag {tag!r} does not match epoch {epoch!r}")
+            raise ConfigError(f"checkpoint tag {tag!r} does not match epoch {epoch!r}")
         data = ck.state_bytes(state)
         self.checkpoint_root.mkdir(exist_ok=True)
         ck.write_checkpoint(self.checkpoint_root, tag, ck.model_tensors(model), data, epoch)
@@ -298,7 +324,7 @@ class RunDir:
         found = ck.resolve_dir(self.checkpoint_root, tag)
         if found is None:
             available = ", ".join(self.checkpoint_tags()) or "none"
-            raise FileNotFoundError(
+            raise FileNotFoundError(  # train's resume relies on this type
                 f"no checkpoint {tag!r} in {self.checkpoint_root}; available: {available}"
             )
         return found
@@ -312,16 +338,20 @@ class RunDir:
     ) -> dict[str, Any]:
         """Verify checkpoint ``tag``, load its weights into ``model`` (if given) and return the
         state dict. A corrupt or truncated file raises CheckpointCorrupt and nothing is loaded."""
+        if model is not None:
+            ck.expect_module(model, function="RunDir.load_checkpoint")
         directory = self._dir_of(tag)
         manifest = ck.read_manifest(directory)
         weights = ck.read_verified(directory, ck.WEIGHTS_FILE, manifest)
-        state = ck.load_state_bytes(ck.read_verified(directory, ck.STATE_FILE, manifest), map_location)
+        state = ck.load_state_bytes(ck.read_verified(directory, ck.STATE_FILE, manifest),
+                                    map_location, source=directory / ck.STATE_FILE)
         if model is not None:  # last, so that a failure above leaves the model untouched
             ck.load_weights_into(model, weights, directory / ck.WEIGHTS_FILE)
         return state
 
     def load_weights(self, tag: str, model: nn.Module) -> dict[str, Any]:
         """Verify and load only the weights of checkpoint ``tag``; returns its manifest."""
+        ck.expect_module(model, function="RunDir.load_weights")
         directory = self._dir_of(tag)
         manifest = ck.read_manifest(directory)
         data = ck.read_verified(directory, ck.WEIGHTS_FILE, manifest)
@@ -363,7 +393,7 @@ class RunDir:
         """Delete every ``epoch-NNNN`` checkpoint except the newest ``keep`` complete ones
         (``best`` and other named tags are kept). Returns the removed tags."""
         if not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be an int >= 1 (the resume point), got {keep!r}")
+            raise ConfigError(f"keep must be an int >= 1 (the resume point), got {keep!r}")
         ck.cleanup(self.checkpoint_root)
         kept = set(self.complete_epoch_checkpoints(limit=keep))
         removed = [t for t in ck.epoch_tags_desc(self.checkpoint_root) if t not in kept]
@@ -380,7 +410,7 @@ class RunDir:
         result = dict(result)
         status = result.get("status", status)
         if status not in ("finished", "failed"):
-            raise ValueError(f"result status must be 'finished' or 'failed', got {status!r}")
+            raise ConfigError(f"result status must be 'finished' or 'failed', got {status!r}")
         result["status"] = status
         atomic_write_json(self.path / RESULT_FILE, result)
 
@@ -411,6 +441,12 @@ def iter_run_dirs(root: str | os.PathLike) -> Iterable[Path]:
         return
     if not root.is_dir():
         return
-    for child in sorted(root.iterdir()):
+    try:
+        children = sorted(root.iterdir())
+    except OSError as err:  # an unreadable folder does not hide the others
+        warnings.warn(f"skipped folder {root}: {err.strerror or err}", CheckpointWarning,
+                      stacklevel=2)
+        return
+    for child in children:
         if child.is_dir() and not child.name.startswith("."):
             yield from iter_run_dirs(child)
