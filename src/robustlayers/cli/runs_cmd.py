@@ -119,7 +119,8 @@ def _list(args: argparse.Namespace) -> int:
     else:  # index new run dirs, refresh the rows of runs still in progress
         rows = {r["id"]: r for r in index.list()}
         stale = [p for p in iter_run_dirs(root) if p != root
-                 and rows.get(index.id_of(p), {"status": "running"})["status"] == "running"]
+                 and rows.get(index.id_of(p), {"status": "running"})["status"]
+                 in ("running", "dead", "interrupted")]
         index.upsert_many(stale, skip_unreadable=True)
     rows = index.list(method=args.method, status=args.status, model=args.model,
                       dataset=args.dataset)

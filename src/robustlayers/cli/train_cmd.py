@@ -201,6 +201,13 @@ def run(args) -> int:
     else:
         run_dir = train(build_config(args))
     result = run_dir.result or {}
+    if result.get("status") == "diverged":
+        print(f"robustlayers train: error: run {run_dir.path} diverged: {result.get('error')}; "
+              f"its last finite checkpoint is {result.get('last_finite_checkpoint')}",
+              file=sys.stderr)
+        if args.json:
+            print(json.dumps({"run_dir": str(run_dir.path), **result}, indent=2, default=str))
+        return 1
     if args.json:
         print(json.dumps({"run_dir": str(run_dir.path), **result}, indent=2, default=str))
         return 0

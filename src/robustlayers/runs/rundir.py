@@ -41,7 +41,10 @@ ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
 CHECKPOINTS_DIR = "checkpoints"
-STATUSES = ("running", "finished", "failed")
+STATUSES = ("running", "finished", "failed", "interrupted", "diverged", "dead")
+WRITTEN_STATUSES = ("finished", "failed", "interrupted", "diverged")
+"""What result.json may say; ``running`` is a run without one, ``dead`` a running one whose
+owner process is gone (see ``robustlayers.runs.liveness``)."""
 TMP_PREFIX = ".tmp-"  # a run directory under construction (see RunDir.create)
 
 
@@ -406,11 +409,12 @@ class RunDir:
     # ------------------------------------------------------------------ result / status
     def write_result(self, result: Mapping[str, Any], *, status: str = "finished") -> None:
         """Write ``result.json`` atomically; its ``"status"`` (``result["status"]`` or
-        ``status``) must be ``"finished"`` or ``"failed"``."""
+        ``status``) is one of :data:`WRITTEN_STATUSES`."""
         result = dict(result)
         status = result.get("status", status)
-        if status not in ("finished", "failed"):
-            raise ConfigError(f"result status must be 'finished' or 'failed', got {status!r}")
+        if status not in WRITTEN_STATUSES:
+            raise ConfigError(f"result status must be one of {', '.join(WRITTEN_STATUSES)}, "
+                              f"got {status!r}")
         result["status"] = status
         atomic_write_json(self.path / RESULT_FILE, result)
 
@@ -427,9 +431,13 @@ class RunDir:
 
     @property
     def status(self) -> str:
-        """``"finished"`` / ``"failed"`` from result.json, ``"running"`` while there is none."""
+        """The status written in result.json (``finished``, ``failed``, ``interrupted``,
+        ``diverged``); without one ``running`` while its owner process lives, else ``dead``."""
         result = self.result
-        return "running" if result is None else str(result.get("status", "finished"))
+        if result is None:
+            from robustlayers.runs.liveness import owner_alive
+            return "running" if owner_alive(self.path) else "dead"
+        return str(result.get("status", "finished"))
 
 
 def iter_run_dirs(root: str | os.PathLike) -> Iterable[Path]:

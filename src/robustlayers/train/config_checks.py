@@ -143,6 +143,9 @@ def _check_budgets(c) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"{name} must be a number or a string such as '8/255', "
                               f"got {value!r}")
+        if isinstance(value, str) and "_" in value:  # float("0_1") is 1.0
+            raise ConfigError(f"{name} {value!r} is not a budget: write it as 0.1 or 8/255 "
+                              f"(digit separators are not accepted)")
         try:
             parsed = parse_eps(value, norm=c.norm)
         except ValueError as err:

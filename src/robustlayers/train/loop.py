@@ -22,12 +22,16 @@ of an uninterrupted run on the same machine (CPU; on CUDA only up to kernel non-
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import math
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,11 +46,15 @@ from robustlayers.devices import resolve_device
 from robustlayers.layers import count_params
 from robustlayers.runs import (CheckpointCorrupt, RunDir, RunIndex, capture_rng_state, epoch_tag,
                                restore_rng_state)
+from robustlayers.errors import RunInterrupted
+from robustlayers.runs.liveness import heartbeat
+from robustlayers.runs.paths import check_output_path
 from robustlayers.train.config import TrainConfig, config_from_dict
 from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
+from robustlayers.train.identity import check_same_run, run_lock, run_path
 from robustlayers.train.evaluation import (device_layout, evaluate_split, final_evaluation,
                                            train_robust_metrics)
-from robustlayers.train.init import load_init
+from robustlayers.train.init import load_init, parse_init_from
 from robustlayers.train.methods import make_method
 
 TIME_FIELDS = ("seconds", "train_seconds", "eval_seconds", "images_per_s")
@@ -106,16 +114,6 @@ def seed_globals(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def new_run_path(config: TrainConfig) -> Path:
-    """``runs_root/<method>-<model>-<dataset>-s<seed>`` with ``-2``, ``-3``... if taken."""
-    base = Path(config.runs_root) / f"{config.method}-{config.model}-{config.dataset}-s{config.seed}"
-    path, n = base, 1
-    while path.exists() and any(path.iterdir()):
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
 
 
 def index_run(run: RunDir, config: TrainConfig) -> None:
@@ -299,8 +297,14 @@ def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
 
 def train(config: TrainConfig | dict | None = None, *,
           resume: str | Path | None = None) -> RunDir:
-    """Train ``config`` into a new run directory, or continue the run at ``resume`` (its own
-    config.json is used; ``config`` may then only carry runtime settings: quiet, device)."""
+    """Train ``config`` and return its run directory, or continue the run at ``resume`` (its
+    own config.json is used; ``config`` may then only carry runtime settings: quiet, device).
+
+    A run's identity is its config (:mod:`robustlayers.train.identity`): without ``out`` the
+    directory is named by the config's hash under ``runs_root``. When that directory (or the
+    given ``out``) holds a run of the same config, a finished (or diverged) run is returned as it
+    is and an unfinished one is continued; a run of another config there is an error. Concurrent
+    starts of one config train it once (a lock beside the run directory)."""
     if resume is not None:
         runtime = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
         return resume_run(resume, quiet=runtime.get("quiet"), device=runtime.get("device"))
@@ -310,24 +314,52 @@ def train(config: TrainConfig | dict | None = None, *,
     info = get_dataset_info(config.dataset)
     threat, alpha, eval_alpha = resolve_threat(config, info)
     config.eps, config.alpha, config.eval_alpha = threat.eps, alpha, eval_alpha
-    config.out = str(Path(config.out) if config.out else new_run_path(config))
-    if Path(config.out).is_dir() and any(Path(config.out).iterdir()):
-        raise ValueError(f"run directory {config.out} already exists; continue it with "
-                         f"--resume {config.out} (resume=...) or choose another --out")
-    return _run(config, run_path=Path(config.out), resuming=False)
+    if config.init_from and not parse_init_from(config.init_from)[0].exists():
+        raise FileNotFoundError(f"init_from {config.init_from!r}: "
+                                f"{parse_init_from(config.init_from)[0]} is neither a run "
+                                f"directory nor a weights file")
+    path = Path(config.out) if config.out else run_path(config)
+    config.out = str(path)
+    if not os.path.lexists(path):
+        check_output_path(path, kind="dir")
+    with run_lock(path):
+        if (path / "config.json").is_file():
+            existing = RunDir.open(path)
+            saved = _saved_config(existing).to_dict()
+            check_same_run(path, saved, config.to_dict())
+            if existing.status in ("finished", "diverged"):
+                if not config.quiet:
+                    print(f"robustlayers train: {path} already holds this config's "
+                          f"{existing.status} run; returning it", file=sys.stderr)
+                return existing
+            return _resume(path, quiet=config.quiet, device=config.device)
+        return _run(config, run_path=path, resuming=False)
+
+
+def _saved_config(run: RunDir) -> TrainConfig:
+    """The TrainConfig of a run directory's config.json (older flat method keys translated)."""
+    saved = run.config
+    return config_from_dict({k: v for k, v in saved.items() if k not in RUN_ONLY_KEYS},
+                            where=str(run.path / "config.json"))
 
 
 def resume_run(run_dir: str | Path, *, quiet: bool | None = None,
                device: str | None = None) -> RunDir:
-    """Continue the run in ``run_dir`` from its newest complete checkpoint."""
-    saved = RunDir.open(run_dir).config
-    config = config_from_dict({k: v for k, v in saved.items() if k not in RUN_ONLY_KEYS},
-                              where=str(Path(run_dir) / "config.json"))
+    """Continue the run in ``run_dir`` from its newest complete checkpoint (a failed, dead or
+    interrupted run; a finished one is refused)."""
+    RunDir.open(run_dir)  # a clear error for a folder that is not a run
+    with run_lock(Path(run_dir)):
+        return _resume(Path(run_dir), quiet=quiet, device=device)
+
+
+def _resume(run_dir: Path, *, quiet: bool | None, device: str | None) -> RunDir:
+    run = RunDir.open(run_dir)
+    config = _saved_config(run)
     if quiet is not None:
         config.quiet = bool(quiet)
     if device is not None:
         config.device = device
-    return _run(config, run_path=Path(run_dir), resuming=True, saved_config=saved)
+    return _run(config, run_path=Path(run_dir), resuming=True, saved_config=run.config)
 
 
 def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
@@ -356,79 +388,124 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
     record = saved_config or {**config.to_dict(), "model_kwargs": model_kwargs,
                               **({"init_source": ctx.init_source} if ctx.init_source else {})}
     run = RunDir.create(run_path, record, selections=ctx.selections, exist_ok=resuming)
-    # from here on every failure leaves result.json "failed" (never "running" forever)
-    try:
-        ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
-        select_by = config.select_by
-        if select_by == "auto":
-            select_by = "robust" if method.adversarial and config.eval_steps > 0 else "clean"
-        split = "val" if data["val"] is not None else "test"
-        key = f"{split}_{select_by}_acc"
-        start_epoch, best = 0, {"value": None, "epoch": None, "metrics": None}
-        if resuming:
-            tag, state = run.latest_checkpoint(), None
-            for note in run.warnings:
-                print(f"robustlayers train: {note}", file=sys.stderr)
-            if tag is not None:
-                state = run.load_checkpoint(tag, model)
-                start_epoch, best = restore_state(ctx, method, state)
-                print(f"resuming {run.path} from checkpoint {tag}", file=sys.stderr)
-            else:
-                print(f"no complete checkpoint in {run.path}; starting from epoch 0",
-                      file=sys.stderr)
-            run.truncate_metrics(start_epoch)
-            reconcile_best(run, model, state, start_epoch, best)
-        index_run(run, config)
-
-        started = time.perf_counter()
-        for epoch in range(start_epoch, config.epochs):
-            t0 = time.perf_counter()
-            ctx.seed_epoch(epoch)
-            method.on_epoch_start(ctx, epoch)
-            row = {"epoch": epoch + 1, **train_epoch(ctx, method, data["train"], epoch)}
-            method.on_epoch_end(ctx, epoch)
-            t1 = time.perf_counter()
-            done = epoch + 1
-            if done % config.eval_every == 0 or done == config.epochs:
-                row.update(evaluate_split(ctx, data["test"], robust_data=data["eval"],
-                                          prefix="test"))
-                if data["val"] is not None:
-                    row.update(evaluate_split(ctx, data["val"], robust_data=data["val_eval"],
-                                              prefix="val"))
-                if data["train_eval"] is not None:
-                    row.update(train_robust_metrics(ctx, data["train_eval"]))
-            value = row.get(key)
-            row["best"] = value is not None and (best["value"] is None or value > best["value"])
-            t2 = time.perf_counter()
-            row.update({"train_seconds": t1 - t0, "eval_seconds": t2 - t1, "seconds": t2 - t0,
-                        "images_per_s": len(data["train"]) / max(t1 - t0, 1e-9)})
-            run.append_metrics(row)
-            state = None
-            if row["best"]:
-                best = {"value": value, "epoch": done, "metrics": row}
-                state = checkpoint_state(ctx, method, done, best)
-                run.save_checkpoint("best", model, state, epoch=done)
-            if done % config.checkpoint_every == 0 or done == config.epochs:
-                state = state or checkpoint_state(ctx, method, done, best)
-                run.save_checkpoint(epoch_tag(done), model, state)
-                run.prune_checkpoints(config.keep_checkpoints)
-            if not config.quiet:
-                tqdm.write(_summary(row), file=sys.stderr)
-        final = (final_evaluation(ctx, run, data["test"], best["epoch"])
-                 if config.final_eval else None)
-    except BaseException as err:
-        run.mark_failed(err)
+    # from here on every failure leaves result.json failed / interrupted (never running)
+    with heartbeat(run.path), terminate_as_interrupt():
         try:
+            ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
+            select_by = config.select_by
+            if select_by == "auto":
+                select_by = "robust" if method.adversarial and config.eval_steps > 0 else "clean"
+            split = "val" if data["val"] is not None else "test"
+            key = f"{split}_{select_by}_acc"
+            start_epoch, best = 0, {"value": None, "epoch": None, "metrics": None}
+            diverged = None
+            if resuming:
+                tag, state = run.latest_checkpoint(), None
+                for note in run.warnings:
+                    print(f"robustlayers train: {note}", file=sys.stderr)
+                if tag is not None:
+                    state = run.load_checkpoint(tag, model)
+                    start_epoch, best = restore_state(ctx, method, state)
+                    print(f"resuming {run.path} from checkpoint {tag}", file=sys.stderr)
+                else:
+                    print(f"no complete checkpoint in {run.path}; starting from epoch 0",
+                          file=sys.stderr)
+                run.truncate_metrics(start_epoch)
+                reconcile_best(run, model, state, start_epoch, best)
             index_run(run, config)
-        except Exception as index_err:  # the original error is the one to report
-            print(f"robustlayers train: could not update the runs index: {index_err}",
-                  file=sys.stderr)
-        raise
 
-    run.write_result(_result(run, config, ctx, method, best, key,
-                             time.perf_counter() - started, device, final))
+            started = time.perf_counter()
+            for epoch in range(start_epoch, config.epochs):
+                t0 = time.perf_counter()
+                ctx.seed_epoch(epoch)
+                method.on_epoch_start(ctx, epoch)
+                row = {"epoch": epoch + 1, **train_epoch(ctx, method, data["train"], epoch)}
+                if not math.isfinite(row["train_loss"]):
+                    diverged = epoch + 1  # stop: keep the last finite checkpoint
+                    run.append_metrics({**row, "diverged": True})
+                    break
+                method.on_epoch_end(ctx, epoch)
+                t1 = time.perf_counter()
+                done = epoch + 1
+                if done % config.eval_every == 0 or done == config.epochs:
+                    row.update(evaluate_split(ctx, data["test"], robust_data=data["eval"],
+                                              prefix="test"))
+                    if data["val"] is not None:
+                        row.update(evaluate_split(ctx, data["val"], robust_data=data["val_eval"],
+                                                  prefix="val"))
+                    if data["train_eval"] is not None:
+                        row.update(train_robust_metrics(ctx, data["train_eval"]))
+                value = row.get(key)
+                row["best"] = value is not None and (best["value"] is None or value > best["value"])
+                t2 = time.perf_counter()
+                row.update({"train_seconds": t1 - t0, "eval_seconds": t2 - t1, "seconds": t2 - t0,
+                            "images_per_s": len(data["train"]) / max(t1 - t0, 1e-9)})
+                run.append_metrics(row)
+                state = None
+                if row["best"]:
+                    best = {"value": value, "epoch": done, "metrics": row}
+                    state = checkpoint_state(ctx, method, done, best)
+                    run.save_checkpoint("best", model, state, epoch=done)
+                if done % config.checkpoint_every == 0 or done == config.epochs:
+                    state = state or checkpoint_state(ctx, method, done, best)
+                    run.save_checkpoint(epoch_tag(done), model, state)
+                    run.prune_checkpoints(config.keep_checkpoints)
+                if not config.quiet:
+                    tqdm.write(_summary(row), file=sys.stderr)
+            final = (final_evaluation(ctx, run, data["test"], best["epoch"])
+                     if config.final_eval and not diverged else None)
+        except (KeyboardInterrupt, Terminated) as err:
+            code = 143 if isinstance(err, Terminated) else 130
+            what = "SIGTERM" if code == 143 else "Ctrl-C"
+            run.write_result({"error": f"interrupted by {what}"}, status="interrupted")
+            _index_quietly(run, config)
+            raise RunInterrupted(f"run {run.path} interrupted by {what}; continue it with: "
+                                 f"robustlayers train --resume {run.path}",
+                                 exit_code=code) from None
+        except BaseException as err:
+            run.mark_failed(err)
+            _index_quietly(run, config)
+            raise
+
+    result = _result(run, config, ctx, method, best, key, time.perf_counter() - started,
+                     device, final)
+    if diverged:
+        result.update(status="diverged", diverged_epoch=diverged,
+                      last_finite_checkpoint=run.latest_checkpoint(),
+                      error=f"the training loss became non-finite in epoch {diverged}")
+    run.write_result(result)
     index_run(run, config)
     return run
+
+
+class Terminated(BaseException):
+    """SIGTERM received during training (what schedulers and containers send)."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """Turn SIGTERM into :class:`Terminated` while training (main thread only), so that a
+    terminated run is marked ``interrupted`` like a Ctrl-C one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _index_quietly(run: RunDir, config) -> None:
+    try:
+        index_run(run, config)
+    except Exception as index_err:  # the original error is the one to report
+        print(f"robustlayers train: could not update the runs index: {index_err}",
+              file=sys.stderr)
 
 
 def _summary(row: dict) -> str:

@@ -20,10 +20,7 @@ import types
 import typing
 from typing import Any
 
-
-
-class ConfigError(ValueError):
-    """A training config key or value is invalid (the message names it and the choices)."""
+from robustlayers.errors import ConfigError
 
 
 def setting(default: Any, help: str, *, choices: tuple | None = None) -> Any:
