@@ -47,7 +47,7 @@ def test_preset_file_flags_and_set_combine_later_winning(tmp_path):
     (["--eval-steps", "0", "--set", "select_by=robust"],
      "valid choices with eval_steps=0: clean, auto"),
     (["--activation", "gelu"], "valid choices: relu, swish"),
-    (["--resume", "somewhere", "--epochs", "3"], "drop --epochs"),
+    (["--resume", "somewhere", "--lr", "3"], "drop --lr"),
     (["--config", "/nonexistent/exp.yaml"], "config file not found"),
 ])
 def test_invalid_input_exits_2_naming_the_choices(argv, message, capsys):

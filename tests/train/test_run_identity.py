@@ -144,3 +144,24 @@ def test_a_diverging_run_stops_marked_diverged_keeping_its_last_finite_checkpoin
     assert all(torch.isfinite(v).all() for v in load_file(
         str(run.path / "checkpoints" / "epoch-0001" / "model.safetensors")).values())
     assert run.metrics()[-1]["diverged"] is True
+
+
+def test_dry_run_print_config_and_extending_a_finished_run(mini_data, tmp_path, capsys):
+    out = tmp_path / "ext"
+    args = _cli(tiny_config(mini_data, out, epochs=1), out)
+    assert main(args + ["--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "epochs: 1" in printed and f"{out} — starts a new run" in printed
+    assert not out.exists()
+    assert main(args + ["--print-config"]) == 0 and "method: pgd-at" in capsys.readouterr().out
+    assert main(args) == 0
+    assert main(args + ["--dry-run"]) == 0 and "returns the finished run" in \
+        capsys.readouterr().out
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
+    run = RunDir.open(out)
+    assert run.status == "finished" and [r["epoch"] for r in run.metrics()] == [1, 2]
+    env = json.loads((out / "environment.json").read_text())
+    assert [(e["from"], e["to"]) for e in env["extensions"]] == [(1, 2)]
+    assert (out / "result-epoch-0001.json").is_file()
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 2
+    assert "must be more than the run's 2 epochs" in capsys.readouterr().err

@@ -86,6 +86,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               help=f"{text} [{', '.join(owners)}]")
     parser.add_argument("--list-methods", action="store_true",
                         help="print the methods and their settings and exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (YAML) and exit without training")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config, the run directory and what starting "
+                             "it would do (new run, continue, or return a finished one); train "
+                             "nothing")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="any config key, dotted for nesting (param_groups.0.lr=0.1); "
@@ -191,15 +197,20 @@ def run(args) -> int:
         return 0
     if args.resume:
         given = [f"--{d.replace('_', '-')}" for d in _flag_values(args)
-                 if d not in ("quiet", "device")]
+                 if d not in ("quiet", "device", "epochs")]
         given += [flag for flag, value in (("--config", args.config), ("--preset", args.preset),
                                            ("--set", args.overrides)) if value]
         if given:
             raise ValueError(f"--resume continues a run with its own saved config; drop "
-                             f"{', '.join(given)} (only --quiet and --device may accompany it)")
-        run_dir = resume_run(args.resume, quiet=args.quiet, device=args.device)
+                             f"{', '.join(given)} (only --epochs, to extend it, --quiet and "
+                             f"--device may accompany it)")
+        run_dir = resume_run(args.resume, quiet=args.quiet, device=args.device,
+                             epochs=args.epochs)
     else:
-        run_dir = train(build_config(args))
+        config = build_config(args)
+        if args.print_config or args.dry_run:
+            return _show_plan(config, dry_run=args.dry_run)
+        run_dir = train(config)
     result = run_dir.result or {}
     if result.get("status") == "diverged":
         print(f"robustlayers train: error: run {run_dir.path} diverged: {result.get('error')}; "
@@ -235,3 +246,27 @@ def _print_methods() -> None:
         for setting, text in settings_help(cls.Settings).items():
             default = getattr(cls.Settings(), setting)
             print(f"    --{setting.replace('_', '-'):12s} {text} (default: {default!r})")
+
+
+def _show_plan(config, *, dry_run: bool) -> int:
+    """--print-config / --dry-run: the resolved config, and with --dry-run where it would run."""
+    from pathlib import Path
+
+    import yaml
+
+    from robustlayers.runs import RunDir
+    from robustlayers.train.identity import run_path
+
+    data = config.to_dict()
+    data["adam_betas"] = list(config.adam_betas)
+    print(yaml.safe_dump(data, sort_keys=False).rstrip())
+    if dry_run:
+        path = Path(config.out) if config.out else run_path(config)
+        if (path / "config.json").is_file():
+            status = RunDir.open(path).status
+            what = ("returns the finished run" if status in ("finished", "diverged") else
+                    f"continues the {status} run from its newest checkpoint")
+        else:
+            what = "starts a new run"
+        print(f"# dry run: {path} — {what}; {config.epochs} epochs of {config.method}")
+    return 0

@@ -406,6 +406,26 @@ class RunDir:
             fsync_dir(self.checkpoint_root)
         return sorted(removed)
 
+    def extend(self, epochs: int) -> None:
+        """Extend a run to ``epochs`` (more than it has): config.json gets the new count, the
+        extension is recorded in environment.json (``extensions``: from, to, when) and a
+        result.json is kept as ``result-epoch-NNNN.json`` so that resuming trains the new epochs.
+        The schedule is recomputed over the new total (a cosine or fractional-milestone
+        schedule changes from the resume point on)."""
+        old = int(self.config.get("epochs", 0))
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= old:
+            raise ConfigError(f"--epochs {epochs!r} must be more than the run's {old} epochs "
+                              f"to extend {self.path}")
+        env_path = self.path / ENVIRONMENT_FILE
+        env = self._read_json(ENVIRONMENT_FILE) or {}
+        env.setdefault("extensions", []).append({"from": old, "to": epochs, "at": _now()})
+        atomic_write_json(self.path / CONFIG_FILE, {**self.config, "epochs": epochs})
+        atomic_write_json(env_path, env)
+        result = self.path / RESULT_FILE
+        if result.exists():
+            os.replace(result, self.path / f"result-epoch-{old:04d}.json")
+        self.config = _normalise({**self.config, "epochs": epochs})
+
     # ------------------------------------------------------------------ result / status
     def write_result(self, result: Mapping[str, Any], *, status: str = "finished") -> None:
         """Write ``result.json`` atomically; its ``"status"`` (``result["status"]`` or

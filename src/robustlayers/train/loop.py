@@ -344,11 +344,14 @@ def _saved_config(run: RunDir) -> TrainConfig:
 
 
 def resume_run(run_dir: str | Path, *, quiet: bool | None = None,
-               device: str | None = None) -> RunDir:
+               device: str | None = None, epochs: int | None = None) -> RunDir:
     """Continue the run in ``run_dir`` from its newest complete checkpoint (a failed, dead or
-    interrupted run; a finished one is refused)."""
+    interrupted run; a finished one is refused). With ``epochs`` (more than the run has) a run,
+    finished or not, is extended to that many epochs (recorded as an extension)."""
     RunDir.open(run_dir)  # a clear error for a folder that is not a run
     with run_lock(Path(run_dir)):
+        if epochs is not None:
+            RunDir.open(run_dir).extend(epochs)
         return _resume(Path(run_dir), quiet=quiet, device=device)
 
 
