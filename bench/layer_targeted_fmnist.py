@@ -34,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--train-size", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--test-size", type=int, default=2000, help="final evaluation of stage 2")
-    p.add_argument("--rat-epochs", type=int, default=6, help="epochs of the RAT comparison")
+    p.add_argument("--rat-epochs", type=int, default=4, help="epochs of the RAT comparison")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args(argv)
 
@@ -76,16 +76,8 @@ def main(argv=None):
     stage1 = {"A": run(base(args, out, "stage1-A", method="pgd-at")),
               "N": run(base(args, out, "stage1-N", method="natural"))}
     results["stage1"] = {k: final_row(v) for k, v in stage1.items()}
-    for code in CODES:
-        for where, cut in CUTS.items():
-            kind = code[0] if code[1] == "1" else code[2]
-            r = run(base(args, out, f"{code}-{where}", method="partial-at",
-                         init_from=str(stage1[kind].path),
-                         method_args={"code": code, "cut": cut}))
-            results["partial"][f"{code}@{cut}"] = {**final_row(r),
-                                                  "collapsed": r.result["collapsed"]}
     print("RAT", flush=True)
-    rat = dict(attack_mode="train", test_size=None, eval_size=2000, epochs=args.rat_epochs)
+    rat = dict(attack_mode="train", test_size=None, eval_size=1000, epochs=args.rat_epochs)
     for method, extra in (("pgd-at", {}), ("rat-lr", {"layers": "block:layer2"}),
                           ("rat-wp", {"layers": "block:layer2"})):
         r = run(base(args, out, f"rat-{method}", method=method, method_args=extra,
@@ -97,6 +89,15 @@ def main(argv=None):
     for blocks in ("block:layer1", "block:layer2"):
         r = run(base(args, out, f"fixed-{blocks.split(':')[1]}", method="pgd-at", freeze=blocks))
         results["fixed"][blocks] = {**final_row(r), "trainable": r.result["params"]}
+    print("partial AT", flush=True)
+    for code in CODES:
+        for where, cut in CUTS.items():
+            kind = code[0] if code[1] == "1" else code[2]
+            r = run(base(args, out, f"{code}-{where}", method="partial-at",
+                         init_from=str(stage1[kind].path),
+                         method_args={"code": code, "cut": cut}))
+            results["partial"][f"{code}@{cut}"] = {**final_row(r),
+                                                  "collapsed": r.result["collapsed"]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     report(results)
 
