@@ -40,3 +40,8 @@ __all__ = [
     "training_modules", "transfer_matrix", "validate_batch", "validate_count", "validate_eps",
     "validate_eps_list", "validate_images", "validate_labels", "validate_model", "validate_step",
 ]
+
+# robustlayers.evaluate(...) calls evaluate_model(...): the package object itself is callable
+from robustlayers import _make_callable  # noqa: E402
+
+_make_callable("evaluate")
