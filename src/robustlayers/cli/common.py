@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -39,3 +40,30 @@ def add_device_option(parser, *, default: str = "auto") -> None:
     """``--device auto|cpu|cuda`` (resolved with :func:`resolve_device`)."""
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=default,
                         help="auto (default): cuda when available, else cpu")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default (``(default: X)``) unless the help text already
+    names it or there is none to show (None, False, an empty list)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) \
+                or action.default == []:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def add_normalize_option(parser) -> None:
+    """``--normalize dataset|none|MEAN/STD`` for commands that load a checkpoint file."""
+    parser.add_argument(
+        "--normalize", default=None, metavar="dataset|none|MEAN/STD",
+        help="input normalisation the checkpoint was trained with: dataset (the dataset's "
+        "mean/std), none (raw [0, 1] inputs, e.g. TRADES/MART checkpoints) or per-channel "
+        "MEAN/STD such as 0.4914,0.4822,0.4465/0.2471,0.2435,0.2616. Default: what the "
+        "checkpoint stores, else the dataset's (with a note on stderr)")
+
+
+def add_quiet_option(parser) -> None:
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress on stderr (bars, loading notes)")
