@@ -141,6 +141,10 @@ def _load(model: nn.Module, checkpoint: Path, name: str):
     return report
 
 
+def _short(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
 def _assumed_note(checkpoint, info: DatasetInfo) -> str:
     mean = ", ".join(f"{v:.4g}" for v in info.mean)
     std = ", ".join(f"{v:.4g}" for v in info.std)
@@ -157,9 +161,9 @@ def _resolve_normalization(model, checkpoint, chosen, stored, info, notify) -> d
         set_normalization(model, chosen["mean"], chosen["std"])
         if stored is not None and (stored["mean"], stored["std"]) != (chosen["mean"],
                                                                       chosen["std"]):
-            notify(f"robustlayers: note: {checkpoint} stores mean {stored['mean']} / std "
-                   f"{stored['std']}; the given normalisation ({chosen['convention']}) is "
-                   f"used instead")
+            notify(f"robustlayers: note: {checkpoint} stores mean {_short(stored['mean'])} / "
+                   f"std {_short(stored['std'])}; the given normalisation "
+                   f"({chosen['convention']}) is used instead")
         return {"convention": chosen["convention"], "source": "user"}
     if stored is not None:
         set_normalization(model, stored["mean"], stored["std"])
