@@ -260,6 +260,8 @@ def _models_info(models, x, selection, sources) -> dict:
         lmap, resolved = resolve_layers(model, selection, PSR_SELECTION, data_shape(model, x))
         info[label] = {
             "class": type(model).__name__,
+            "normalization": getattr(model, "normalization", None),
+            "data_context": getattr(model, "data_context", None),
             "params": sum(p.numel() for p in model.parameters()),
             "input_shape": list(x.shape[1:]),
             "source": sources.get(label),
