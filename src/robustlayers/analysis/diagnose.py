@@ -156,6 +156,7 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
              preact_module: str | None = None, corruption_dir=None, corruptions=None,
              train_data=None, epoch_batches: int | None = 10, epoch_size: int | None = None,
              batch_size: int = 128, sources: dict | None = None,
+             evaluation: dict | None = None, training: dict | None = None,
              log: Callable[[str], None] | None = None) -> dict:
     """Run ``analyses`` (psr, criticality, filter-norms, quantization, preact) on every model
     with the same ``n_examples`` images of ``data`` (a seeded subset) and return the diagnosis.
@@ -171,7 +172,11 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
     ``train_data`` is what the PGD-AT epoch is timed on (``epoch_batches`` batches, extrapolated
     to ``epoch_size`` = its size; 0 skips timing, None times it all). ``corruption_dir`` adds the
     final pre-activation mean on CIFAR-10-C (``corruptions``, default all 19 of SPECTRUM §9) to
-    the preact analysis. With ``out_dir`` writes ``diagnosis.json`` and ``report.html`` there.
+    the preact analysis. ``evaluation`` (label -> an evaluation record: ``EvaluationResult.
+    to_dict()`` or the JSON of ``robustlayers evaluate``) and ``training`` (label -> the run's
+    metrics.jsonl rows) are kept in the record and shown in the report. With ``out_dir`` writes
+    ``diagnosis.json`` and ``report.html`` there. Progress (one line per analysis, bars for the
+    attacks) goes to stderr inside ``show_progress()`` or to ``log``.
     """
     say = log or note
     chosen = parse_analyses(analyses)
@@ -196,6 +201,10 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
     _preflight(models, chosen, opts, x)
     sections, timing = _run_all(chosen, models, x, y, opts, train_data, say)
     diagnosis = _record(chosen, opts, data, dataset, len(x), len(x_all), info, sections, timing)
+    if evaluation:
+        diagnosis["evaluation"] = jsonable(evaluation)
+    if training:
+        diagnosis["training"] = jsonable(training)
     if out_dir is not None:
         write_outputs(diagnosis, out_dir)
     return diagnosis
