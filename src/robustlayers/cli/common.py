@@ -27,13 +27,18 @@ def print_json(obj) -> None:
     sys.stdout.write("\n")
 
 
-def print_table(rows: list[dict], columns: list[str]) -> None:
-    """An aligned plain-text table of ``rows`` restricted to ``columns``."""
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """An aligned plain-text table of ``rows`` restricted to ``columns`` (no final newline)."""
     cells = [[str(row.get(c, "")) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip())
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """Print :func:`format_table`."""
+    print(format_table(rows, columns))
 
 
 def add_device_option(parser, *, default: str = "auto") -> None:

@@ -48,6 +48,9 @@ def _add_model_args(parser) -> None:
     parser.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR_OR_CHECKPOINT",
                         help="more models to compare on the same images (trained on the same "
                         "dataset)")
+    parser.add_argument("--evaluation", nargs="+", default=[], metavar="FILE",
+                        help="evaluation records (`robustlayers evaluate --out FILE`) of the "
+                        "models, in model order: shown as the report's evaluation table")
     parser.add_argument("--label", action="append", default=[], metavar="NAME",
                         help="label of each model in order (repeat); default: run/file name")
     parser.add_argument("--which", default="best", choices=("best", "last"),
@@ -225,6 +228,37 @@ def _load_models(args):
     return models, {label: str(item[3]) for label, item in zip(labels, loaded)}, dataset
 
 
+def _training_rows(sources: dict) -> dict:
+    """The metrics.jsonl rows of every model that comes from a run directory."""
+    from robustlayers.runs import RunDir
+
+    return {label: RunDir.open(spec).metrics() for label, spec in sources.items()
+            if Path(spec).is_dir()}
+
+
+def _evaluations(files: list[str], labels: list[str]) -> dict | None:
+    """Evaluation records (JSON of `robustlayers evaluate --out`) matched to the models in
+    order."""
+    if not files:
+        return None
+    if len(files) > len(labels):
+        raise ValueError(f"{len(files)} --evaluation files for {len(labels)} models; give at "
+                         f"most one per model, in model order (primary first, then --compare)")
+    import json
+
+    records = {}
+    for label, name in zip(labels, files):
+        try:
+            record = json.loads(Path(name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"--evaluation {name}: cannot read a JSON record ({err})") from None
+        if not isinstance(record, dict) or "clean" not in record:
+            raise ValueError(f"--evaluation {name}: not an evaluation record (write one with "
+                             f"`robustlayers evaluate ... --out FILE`)")
+        records[label] = record
+    return records
+
+
 def run(args) -> int:
     from robustlayers.evaluate.progress import show_progress
 
@@ -240,6 +274,7 @@ def _run(args) -> int:
     _check_args(args)
     betas = _betas(args.betas, args.default_beta)
     models, sources, dataset = _load_models(args)
+    evaluation = _evaluations(args.evaluation, list(models))
     eps_values = [parse_eps(e) for e in args.eps] if args.eps else \
         [get_dataset_info(dataset).default_eps]
     data = load_dataset(dataset, args.split, data_dir=args.data_dir)
@@ -257,7 +292,8 @@ def _run(args) -> int:
         preact_module=args.preact_module, corruption_dir=args.corruption_dir,
         corruptions=_csv(args.corruptions), train_data=train_data,
         epoch_batches=(None if args.epoch_batches < 0 else args.epoch_batches),
-        batch_size=args.batch_size, sources=sources)
+        batch_size=args.batch_size, sources=sources, evaluation=evaluation,
+        training=_training_rows(sources) or None)
     _print_result(diagnosis, list(models), analyses, as_json=args.json)
     return 0
 

@@ -15,6 +15,8 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from robustlayers.runs.atomic import atomic_write_bytes
 
@@ -257,7 +259,7 @@ def figure_filter_norms(section: dict) -> Figure:
     norm = next(iter(models.values()))["norm"]
     symbol = "∞" if norm == "inf" else norm
     fig = _figure(max(10.0, 0.5 * len(names) + 4), 4.4)
-    axes = fig.subplots(1, 2, sharex=True)
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
     for ax, stat in zip(axes, ("mean", "max")):
         for m, (label, result) in enumerate(models.items()):
             xs = [names.index(n) for n in result["layers"]]
@@ -266,6 +268,7 @@ def figure_filter_norms(section: dict) -> Figure:
         ax.set_title(f"{stat} over k×k kernels of ‖w‖_{symbol}", fontsize=9)
         ax.set_ylabel(f"{stat} ‖w‖_{symbol}")
         ax.grid(alpha=0.3)
+        ax.tick_params(labelleft=True)
         _layer_axis(ax, names)
     handles, labels = axes[0].get_legend_handles_labels()
     _legend_below(fig, handles, labels, title="model")
@@ -372,11 +375,15 @@ def figure_training(training: dict) -> Figure:
         ax.set_title(title, fontsize=9)
         ax.set_ylabel(title.split(" ", 1)[1] if "accuracy" in title else "loss")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in axes[len(present):]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
-    from matplotlib.lines import Line2D
+    seen = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    handles, labels = list(seen.values()), list(seen)
 
     handles += [Line2D([], [], marker="*", ls="", color="0.4", mec="k", ms=10),
                 Line2D([], [], marker="s", ls="", color="0.4", mec="k", ms=6)]

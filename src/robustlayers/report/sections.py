@@ -68,7 +68,7 @@ def describe_attack(config: dict) -> str:
             parts.append(f"{key}={fmt(value)}")
     name = config.get("name", "attack")
     norm = f" {config['norm']}" if config.get("norm") else ""
-    return f"{name}{norm}: " + ", ".join(parts)
+    return f"{name}{norm}: " + ", ".join(parts) if parts else f"{name}{norm}"
 
 
 def training_body(training: dict | None, figure: str) -> str:
