@@ -63,7 +63,9 @@ def describe_attack(config: dict) -> str:
     for key in ATTACK_FIELDS:
         if config.get(key) is not None:
             value = config[key]
-            if key == "eps" and config.get("eps_over_255") is not None:
+            if isinstance(value, bool):
+                value = "yes" if value else "no"
+            elif key == "eps" and config.get("eps_over_255") is not None:
                 value = f"{fmt(value)} ({fmt(config['eps_over_255'])}/255)"
             parts.append(f"{key}={fmt(value)}")
     name = config.get("name", "attack")

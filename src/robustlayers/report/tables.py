@@ -41,4 +41,4 @@ def table(headers, rows, *, classes=None) -> str:
 
 def key_values(pairs) -> str:
     """A two-column setting/value table."""
-    return table(["setting", "value"], [[k, v] for k, v in pairs])
+    return table(["setting", "value"], [[k, fmt(v)] for k, v in pairs])
