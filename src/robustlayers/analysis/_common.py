@@ -158,7 +158,7 @@ def shared_edges(values: np.ndarray, bins: int) -> np.ndarray:
 
 
 def to_db(ratio: float | np.ndarray):
-    """20·log10(ratio) — the amplitude form EARLY's released code plots (SPEC §9)."""
+    """20·log10(ratio) — the amplitude form EARLY's released code plots."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return 20.0 * np.log10(ratio)
 

@@ -171,7 +171,7 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
     analysis); ``default_beta`` (one of ``betas``) is the β of the plain-PGD masking demo.
     ``train_data`` is what the PGD-AT epoch is timed on (``epoch_batches`` batches, extrapolated
     to ``epoch_size`` = its size; 0 skips timing, None times it all). ``corruption_dir`` adds the
-    final pre-activation mean on CIFAR-10-C (``corruptions``, default all 19 of SPECTRUM §9) to
+    final pre-activation mean on CIFAR-10-C (``corruptions``, default all 19 of SPECTRUM §6) to
     the preact analysis. ``evaluation`` (label -> an evaluation record: ``EvaluationResult.
     to_dict()`` or the JSON of ``robustlayers evaluate``) and ``training`` (label -> the run's
     metrics.jsonl rows) are kept in the record and shown in the report. With ``out_dir`` writes

@@ -1,6 +1,6 @@
 """Evaluation: clean and robust accuracy/loss, ε sweeps, corruptions, transfer, sanity checks.
 
-Implements the evaluation protocol of SPEC §6: every robustness number carries its attack
+Implements the evaluation protocol of the papers (EARLY, SPECTRUM, CLAT, RAT): every robustness number carries its attack
 configuration; accuracy *and* loss are reported (EARLY); the per-example worst case over an
 ensemble of attacks; sanity checks that flag likely gradient masking and fail loudly.
 
