@@ -134,3 +134,18 @@ def test_a_fresh_model_is_tagged_with_its_dataset():
     assert model.normalization["convention"] == "dataset"
     assert build_model("smallcnn", "cifar10", normalize=([0.5], [0.5])).normalization[
         "mean"] == [0.5] * 3
+
+
+def test_loading_a_big_checkpoint_shows_progress(tmp_path, capsys, monkeypatch):
+    import robustlayers.builders as builders
+    from robustlayers.evaluate.progress import show_progress
+    from robustlayers.models import save_weights
+
+    path = save_weights(build_model("smallcnn", "fashion-mnist"), tmp_path / "w.safetensors")
+    monkeypatch.setattr(builders, "BIG_CHECKPOINT_BYTES", 1)      # every file counts as big
+    build_model("smallcnn", "fashion-mnist", checkpoint=path)
+    assert capsys.readouterr().err == ""                           # progress is off by default
+    with show_progress():
+        build_model("smallcnn", "fashion-mnist", checkpoint=path)
+    err = capsys.readouterr().err
+    assert f"loading smallcnn weights from {path}" in err and "loaded 28 tensors in" in err
