@@ -53,8 +53,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) \
-                or action.default == []:
+        default = action.default
+        if "default" in text.lower() or default is None or default is False \
+                or default is argparse.SUPPRESS or default == []:
             return text
         return text + " (default: %(default)s)"
 

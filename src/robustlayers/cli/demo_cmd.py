@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from robustlayers.attacks import FGSM, PGD, ThreatModel
-from robustlayers.cli.common import HelpFormatter, format_table
+from robustlayers.cli.common import HelpFormatter, format_table, print_table
 from robustlayers.data import get_dataset_info, load_dataset
 from robustlayers.evaluate import evaluate_model, run_sanity_checks
 from robustlayers.layers import layer_map
