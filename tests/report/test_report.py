@@ -196,10 +196,10 @@ def _axes_of(fig):
 
 @pytest.mark.parametrize("key", FIGURES)
 def test_every_figure_has_labelled_axes_and_a_legend(diagnosed, key):
-    from robustlayers.report import plots
+    import robustlayers.report as report
 
     diagnosis, out = diagnosed
-    make = getattr(plots, f"figure_{key}")
+    make = getattr(report, f"figure_{key}")
     section = (diagnosis["training"] if key == "training" else
                diagnosis["analyses"]["psr" if key == "psr_spread" else key])
     fig = make(section)

@@ -14,7 +14,7 @@ import base64
 import html
 from pathlib import Path
 
-from robustlayers.report import plots
+from robustlayers.report import curves, plots
 from robustlayers.report.layers import layers_body
 from robustlayers.report.summary import summarize
 from robustlayers.report.tables import e, fmt, pct, table
@@ -225,7 +225,7 @@ def write_report(diagnosis: dict, out_dir) -> Path:
     parts["evaluation"] = extra.evaluation_body(diagnosis.get("evaluation"))
     training = diagnosis.get("training")
     parts["training"] = extra.training_body(
-        training, _figure(plots.plot_training(training, out_dir / "training"),
+        training, _figure(curves.plot_training(training, out_dir / "training"),
                           "Per-epoch accuracy and loss of the training runs") if training else "")
     parts["setup"] = extra.setup_body(diagnosis)
     parts["layers"] = layers_body(diagnosis)
