@@ -11,7 +11,6 @@ and the training curves (when ``diagnosis["training"]`` holds the runs' metrics 
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 
 from robustlayers.report import curves, plots

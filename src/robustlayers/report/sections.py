@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from robustlayers.report.tables import e, fmt, key_values, pct, table
+from robustlayers.report.tables import fmt, key_values, pct, table
 
 ATTACK_FIELDS = ("eps", "steps", "alpha", "restarts", "random_start", "loss", "version")
 
