@@ -35,11 +35,12 @@ def figure_training(training: dict) -> Figure:
             best = [(r["epoch"], r[key]) for r in rows if r.get("best") and r.get(key) is not None]
             if best:
                 ax.plot(*best[-1], "*", color=color, ms=11, mec="k", mew=0.6)
-            ax.plot(xs[-1], ys[-1], "s", color=color, ms=6, mec="k", mew=0.6)
+            ax.plot(xs[-1], ys[-1], "s", mfc="none", mec=color, ms=12, mew=1.2, zorder=3)
         ax.set_title(title, fontsize=9)
         ax.set_ylabel(title.split(" ", 1)[1] if "accuracy" in title else "loss")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelbottom=True)
         ax.grid(alpha=0.3)
     for ax in axes[len(present):]:
         ax.set_visible(False)
@@ -50,7 +51,7 @@ def figure_training(training: dict) -> Figure:
     handles, labels = list(seen.values()), list(seen)
 
     handles += [Line2D([], [], marker="*", ls="", color="0.4", mec="k", ms=10),
-                Line2D([], [], marker="s", ls="", color="0.4", mec="k", ms=6)]
+                Line2D([], [], marker="s", ls="", mfc="none", mec="0.3", ms=10, mew=1.2)]
     _legend_below(fig, handles, labels + ["best epoch (checkpoint 'best')", "last epoch"],
                   title="run")
     return fig
