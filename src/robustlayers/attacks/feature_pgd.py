@@ -128,8 +128,9 @@ class FeaturePGD(GradientAttack):
 
     def _perturb(self, model, x, y, generator):
         from robustlayers.layers import FeatureCapture
+        from robustlayers.layers.compiled import unwrap
 
-        names = self._names
+        names, model = self._names, unwrap(model)  # compiled code would not see the hooks
         with FeatureCapture(model, list(names), what="output", detach=False) as cap:
             clean = {k: v.detach() for k, v in
                      _features(model, names, x, grad=False, cap=cap).items()}
@@ -156,7 +157,9 @@ def feature_distance(model, selection, x: torch.Tensor, x_adv: torch.Tensor, *,
     if x.shape != x_adv.shape:
         raise ValueError(f"x and x_adv shapes differ: {tuple(x.shape)} vs {tuple(x_adv.shape)}")
     names = resolve_layer_names(model, selection, tuple(x.shape[1:]))
+    from robustlayers.layers.compiled import unwrap
+
     with attack_mode(model), torch.no_grad():
-        clean = _features(model, names, x, grad=False)
-        adv = _features(model, names, x_adv, grad=False)
+        clean = _features(unwrap(model), names, x, grad=False)
+        adv = _features(unwrap(model), names, x_adv, grad=False)
         return _evaluate(objective or feature_l2, adv, clean, len(x))

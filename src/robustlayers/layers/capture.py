@@ -100,10 +100,11 @@ def capture(model: nn.Module, selection, x: torch.Tensor, *, what: str = "output
             detach: bool = True) -> dict[str, torch.Tensor]:
     """One forward pass of ``x``; returns {module name: captured tensor} in selection order."""
     with FeatureCapture(model, selection, what=what, detach=detach) as cap:
+        run = unwrap(model)  # hooks added after torch.compile are not seen by the compiled code
         if detach:
             with torch.no_grad():
-                model(x)
+                run(x)
         else:
-            model(x)
+            run(x)
     cap.ordered()
     return {name: cap.features[name] for name in cap.names}

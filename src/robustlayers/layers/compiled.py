@@ -4,6 +4,10 @@
 module path gains an ``_orig_mod.`` prefix. The layer map, selections and feature capture work on
 :func:`unwrap` of a model, so a compiled model keeps the layer names of the model it wraps
 (``conv1``, not ``_orig_mod.conv1``) and a selection written for one resolves on the other.
+
+Forward hooks registered after compilation are not seen by the compiled code (TorchDynamo does
+not guard on module hooks by default), so code that captures features with hooks runs the
+wrapped module itself (:func:`unwrap`), uncompiled.
 """
 from __future__ import annotations
 
