@@ -83,7 +83,7 @@ def test_pgd_records_the_fast_path_and_matches_the_plain_run(tiny, batch):
     fast, plain = PGD(LINF, steps=3), PGD(LINF, steps=3, fold_bn=False, channels_last=False)
     assert fast.config()["fold_bn"] == "auto" and plain.config()["channels_last"] is False
     a, b = fast(tiny, x, y), plain(tiny, x, y)
-    assert fast.last_report["fast_path"] == {"fold_bn": [["conv1", "bn1"]], "channels_last": True}
+    assert fast.last_report["fast_path"] == {"fold_bn": ["conv1+bn1"], "channels_last": True}
     assert plain.last_report["fast_path"] == {"fold_bn": [], "channels_last": False}
     assert a.is_contiguous() and (a - b).abs().gt(1e-6).float().mean() < 0.01
     assert (a - x).abs().max() <= 8 / 255 + 1e-6
@@ -137,7 +137,7 @@ def test_feature_pgd_keeps_captured_convs_unfolded(tiny, batch):
     x, _ = batch
     on_bn = FeaturePGD(LINF, "bn1", steps=1)
     on_bn(tiny, x, None)
-    assert on_bn.last_report["fast_path"]["fold_bn"] == [["conv1", "bn1"]]
+    assert on_bn.last_report["fast_path"]["fold_bn"] == ["conv1+bn1"]
     on_conv = FeaturePGD(LINF, "conv1 | bn1", steps=1)
     on_conv(tiny, x, None)
     assert on_conv.last_report["fast_path"]["fold_bn"] == []

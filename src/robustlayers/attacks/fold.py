@@ -185,7 +185,8 @@ def attack_model(model: nn.Module, x: torch.Tensor, *, fold_bn, channels_last,
     """``(runner, x_run, record)``: the module and input layout an attack should use for
     ``model`` (already in attack mode) and ``x``. ``keep``: module paths whose own output must
     stay as in ``model`` (a conv captured by feature-space PGD is not folded). ``record`` says
-    what was used and why (for ``attack.last_report``)."""
+    what was used and why (for ``attack.last_report``): ``fold_bn`` lists the folded pairs as
+    ``"conv+bn"`` paths, ``channels_last`` the layout, ``auto_off`` why "auto" stayed off."""
     reason = _reason_off(model, x, train_mode)
     record = {"fold_bn": [], "channels_last": False}
     if reason is not None and (fold_bn == "auto" or channels_last == "auto"):
@@ -201,8 +202,13 @@ def attack_model(model: nn.Module, x: torch.Tensor, *, fold_bn, channels_last,
         and x.dim() == 4 and any(_foldable_conv(m) and m.weight.dim() == 4
                                  for m in model.modules())
     pairs = ()
-    if want_fold:
-        pairs = tuple(p for p in _plan(model, x[:2]) if p[0] not in keep)
+    if want_fold and any(map(_foldable_bn, model.modules())):
+        try:
+            pairs = tuple(p for p in _plan(model, x[:2]) if p[0] not in keep)
+        except Exception as err:  # a model that cannot run on 2 of the examples
+            if fold_bn is True:
+                raise
+            record["auto_off"] = f"probe forward failed ({type(err).__name__}); not folded"
     if not pairs and not want_cl:
         return model, x, record
     work = build_copy(model, pairs, channels_last=want_cl)
@@ -219,5 +225,5 @@ def attack_model(model: nn.Module, x: torch.Tensor, *, fold_bn, channels_last,
             if not want_cl:
                 return model, x, record
             work = build_copy(model, (), channels_last=True)
-    record.update(fold_bn=[list(p) for p in pairs], channels_last=want_cl)
+    record.update(fold_bn=[f"{conv}+{bn}" for conv, bn in pairs], channels_last=want_cl)
     return work, x_run, record
