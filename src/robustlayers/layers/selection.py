@@ -37,6 +37,7 @@ from robustlayers.layers._syntax import (
     POSITIONAL, Op, Parser, SelectionError, Term, Where, make_op, render, short,
 )
 from robustlayers.errors import describe_value
+from robustlayers.layers.compiled import unwrap
 from robustlayers.layers.layermap import LayerInfo, LayerMap, layer_map
 
 def closest(name: str, choices: Iterable[str], n: int = 5) -> str:
@@ -154,7 +155,7 @@ class ResolvedSelection:
         return tuple(info.name for info in self.layers)
 
     def modules(self, model: nn.Module) -> dict[str, nn.Module]:
-        found = dict(model.named_modules())
+        found = dict(unwrap(model).named_modules())
         return {name: found[name] for name in self.names}
 
     def __len__(self) -> int:
