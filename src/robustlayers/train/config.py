@@ -79,6 +79,8 @@ class TrainConfig:
     init_from: str | None = None       # RUN_DIR[@best|@last|@epoch-N] or a weights file; None:
     #                                    fresh initialisation. Stage 2 of EARLY, CLAT fine-tuning
     reinit: str | None = None          # selection re-initialised after loading (EARLY stage 2)
+    normalize: str | None = None       # input mean/std inside the model: dataset (None), none
+    #                                    (raw [0, 1]) or MEAN/STD; for community checkpoints
     # --- layer selections --------------------------------------------------------------------
     param_groups: list[dict] = field(default_factory=list)
     # ^ [{"select": EXPR, "lr": .., "weight_decay": .., "schedule": ..}], first match wins; the
@@ -114,6 +116,8 @@ class TrainConfig:
     out: str | None = None             # run directory; None: a new folder under runs_root
     runs_root: str = "runs"
     quiet: bool = False                # no progress bars
+    log: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow
+    log_uri: str | None = None         # MLflow tracking URI (default: a store in the run dir)
 
     # ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -49,6 +49,7 @@ from robustlayers.runs import (CheckpointCorrupt, RunDir, RunIndex, capture_rng_
 from robustlayers.errors import RunInterrupted
 from robustlayers.runs.liveness import heartbeat
 from robustlayers.runs.paths import check_output_path
+from robustlayers.tracking import make_trackers
 from robustlayers.train.config import TrainConfig, config_from_dict
 from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
 from robustlayers.train.identity import check_same_run, run_lock, run_path
@@ -102,7 +103,9 @@ def build_model(config: TrainConfig, info, device: torch.device):
     ``model_kwargs`` (recorded in config.json) rebuilds it with ``create_model``."""
     kwargs = builders.model_kwargs_for(info, activation=config.activation)
     model = builders.build_model(config.model, info, activation=config.activation,
+                                 normalize=config.normalize,
                                  seed=derive_seed(config.seed, "model") % 2**31)
+    kwargs["mean"], kwargs["std"] = model.zoo_config["mean"], model.zoo_config["std"]
     model = model.to(device)
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -392,8 +395,10 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                               **({"init_source": ctx.init_source} if ctx.init_source else {})}
     run = RunDir.create(run_path, record, selections=ctx.selections, exist_ok=resuming)
     # from here on every failure leaves result.json failed / interrupted (never running)
-    with heartbeat(run.path), terminate_as_interrupt():
+    trackers = make_trackers(config.log, run_dir=run.path, uri=config.log_uri)
+    with trackers, heartbeat(run.path), terminate_as_interrupt():
         try:
+            trackers.start(run.config)
             ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
             select_by = config.select_by
             if select_by == "auto":
@@ -444,6 +449,7 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                 row.update({"train_seconds": t1 - t0, "eval_seconds": t2 - t1, "seconds": t2 - t0,
                             "images_per_s": len(data["train"]) / max(t1 - t0, 1e-9)})
                 run.append_metrics(row)
+                trackers.log_epoch(row, step=done)
                 state = None
                 if row["best"]:
                     best = {"value": value, "epoch": done, "metrics": row}
@@ -457,6 +463,15 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                     tqdm.write(_summary(row), file=sys.stderr)
             final = (final_evaluation(ctx, run, data["test"], best["epoch"])
                      if config.final_eval and not diverged else None)
+            result = _result(run, config, ctx, method, best, key,
+                             time.perf_counter() - started, device, final)
+            if diverged:
+                result.update(status="diverged", diverged_epoch=diverged,
+                              last_finite_checkpoint=run.latest_checkpoint(),
+                              error=f"the training loss became non-finite in epoch {diverged}")
+            run.write_result(result)
+            trackers.finish(run.result, artifacts=[run.path / "config.json",
+                                                   run.path / "result.json"])
         except (KeyboardInterrupt, Terminated) as err:
             code = 143 if isinstance(err, Terminated) else 130
             what = "SIGTERM" if code == 143 else "Ctrl-C"
@@ -470,13 +485,6 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
             _index_quietly(run, config)
             raise
 
-    result = _result(run, config, ctx, method, best, key, time.perf_counter() - started,
-                     device, final)
-    if diverged:
-        result.update(status="diverged", diverged_epoch=diverged,
-                      last_finite_checkpoint=run.latest_checkpoint(),
-                      error=f"the training loss became non-finite in epoch {diverged}")
-    run.write_result(result)
     index_run(run, config)
     return run
 
