@@ -127,8 +127,8 @@ class RunDir:
             raise ConfigError(f"config must be a dict, got {describe_value(config)}")
         config = _normalise(dict(config))
         path = Path(path)
-        if not os.path.lexists(path):  # a new run: checked before anything is written
-            check_output_path(path, kind="dir")  # (an empty dir is not probed: others may race)
+        if not path.is_dir():  # a new run: checked before anything is written (an existing
+            check_output_path(path, kind="dir")  # empty dir is not probed: others may race)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             if not path.is_dir():
