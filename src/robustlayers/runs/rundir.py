@@ -49,6 +49,10 @@ class CheckpointWarning(UserWarning):
     """An incomplete or corrupt checkpoint was skipped."""
 
 
+class RunStoreWarning(UserWarning):
+    """A corrupt runs index was rebuilt, or an unreadable run directory or folder skipped."""
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -444,7 +448,7 @@ def iter_run_dirs(root: str | os.PathLike) -> Iterable[Path]:
     try:
         children = sorted(root.iterdir())
     except OSError as err:  # an unreadable folder does not hide the others
-        warnings.warn(f"skipped folder {root}: {err.strerror or err}", CheckpointWarning,
+        warnings.warn(f"skipped folder {root}: {err.strerror or err}", RunStoreWarning,
                       stacklevel=2)
         return
     for child in children:
