@@ -298,7 +298,10 @@ def _fill(argv, assets):
 def test_cli_bad_input(argv, code, words, assets, workspace, capsys):
     argv = _fill(argv, assets)
     json_flag = ["--json"] if argv and argv[0] != "frobnicate" else []
-    rc = main(argv + json_flag)
+    try:
+        rc = main(argv + json_flag)
+    except SystemExit as exit_:  # command-line parse errors exit like argparse
+        rc = exit_.code
     out, err = capsys.readouterr()
     assert rc == code, err
     assert "Traceback" not in err
