@@ -30,6 +30,8 @@ from robustlayers.layers import (Selection, count_params, freeze, param_groups, 
                                  select, unfreeze)
 from robustlayers.models import load_checkpoint, save_weights
 from robustlayers.runs import RunDir, RunIndex, check_output_path, epoch_tag, load_run_model
+from robustlayers.train import resume_run
+from robustlayers.train import train as train_run
 
 FM = ["--dataset", "fashion-mnist"]
 EVAL = ["evaluate", "--model", "smallcnn", "--checkpoint", "{ckpt}", *FM, "--n-examples", "8",
@@ -406,6 +408,12 @@ API = [
         "best", _model(a)), errors.CheckpointCorrupt, "model.safetensors is corrupt"),
     ("rundir-load-into-name", lambda a: RunDir.open(f"{a['runs']}/good").load_checkpoint(
         "best", "smallcnn"), errors.ConfigError, "got the str 'smallcnn'"),
+    ("train-api-string", lambda a: train_run("fast"),
+     errors.ConfigError, "got the str 'fast'"),
+    ("train-api-legacy-key", lambda a: train_run(
+        {"method": "trades", "trades_bta": 1}), errors.ConfigError, "'trades_bta'"),
+    ("train-api-resume-missing", lambda a: resume_run(
+        "/nonexistent/run"), errors.RunError, "/nonexistent/run"),
     ("rundir-create-on-file", lambda a: RunDir.create(f"{a['assets']}/afile.txt", {}),
      errors.OutputPathError, "afile.txt' exists and is a file"),
     ("rundir-create-long", lambda a: RunDir.create(Path("runs") / LONG, {"model": "x"}),

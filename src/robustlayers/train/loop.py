@@ -46,7 +46,7 @@ from robustlayers.devices import resolve_device
 from robustlayers.layers import count_params
 from robustlayers.runs import (CheckpointCorrupt, RunDir, RunIndex, capture_rng_state, epoch_tag,
                                restore_rng_state)
-from robustlayers.errors import RunInterrupted
+from robustlayers.errors import ConfigError, RunInterrupted, describe_value
 from robustlayers.runs.liveness import heartbeat
 from robustlayers.runs.paths import check_output_path
 from robustlayers.tracking import make_trackers
@@ -313,6 +313,10 @@ def train(config: TrainConfig | dict | None = None, *,
         return resume_run(resume, quiet=runtime.get("quiet"), device=runtime.get("device"))
     if config is None or isinstance(config, dict):
         config = config_from_dict(config or {})
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"train() expects a TrainConfig, a dict of config keys or None, got "
+                          f"{describe_value(config)}; e.g. train(preset('fmnist-quick')) or "
+                          f"train({{'method': 'pgd-at', 'epochs': 5}})")
     config = dataclasses.replace(config).validate()
     info = get_dataset_info(config.dataset)
     threat, alpha, eval_alpha = resolve_threat(config, info)
