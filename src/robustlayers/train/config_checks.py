@@ -83,8 +83,10 @@ def check_config(c) -> None:
         string(name, getattr(c, name))
     for name in OPTIONAL_STRINGS:
         string(name, getattr(c, name), optional=True)
-    model_info(c.model)          # unknown names raise with the zoo's valid choices
-    get_dataset_info(c.dataset)  # likewise for datasets
+    if not c.model.startswith("custom:"):      # a user's module (train(model=...))
+        model_info(c.model)      # unknown names raise with the zoo's valid choices
+    if not c.dataset.startswith("custom:"):    # a user's data (train(train_data=...))
+        get_dataset_info(c.dataset)  # likewise for datasets
     c.method = canon(c.method)
     choice("method", c.method, list_methods())
     c.attack_mode = c.attack_mode.strip().lower()
@@ -119,7 +121,7 @@ def _check_extras(c) -> None:
     from robustlayers.builders import parse_normalize
     from robustlayers.tracking import _check_installed, parse_tracker_names
 
-    if c.normalize is not None:
+    if c.normalize is not None and not c.dataset.startswith("custom:"):
         try:
             parse_normalize(c.normalize, c.dataset)
         except ValueError as err:
