@@ -1,4 +1,4 @@
-"""Attacks: ``attack(model, x, y) -> x_adv`` with x float NCHW in [0, 1] (SPEC §2).
+"""Attacks: ``attack(model, x, y) -> x_adv`` with x float NCHW in [0, 1].
 
 Every attack runs the model in eval() (mode restored afterwards), differentiates only with
 respect to the perturbation, is deterministic for a given seed, and describes itself with

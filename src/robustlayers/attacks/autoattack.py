@@ -1,6 +1,6 @@
 """AutoAttack (Croce & Hein 2020) through the ``pyautoattack`` package - never reimplemented.
 
-Standard version: APGD-CE, APGD-T, FAB-T, Square (SPEC §2, RAT/CLAT tables). ``version="custom"``
+Standard version: APGD-CE, APGD-T, FAB-T, Square (Croce & Hein 2020; RAT/CLAT tables). ``version="custom"``
 with the default ``attacks=["apgd-ce", "apgd-t"]`` is the cheap subset: the first two attacks of
 the standard version with the standard version's per-attack settings (APGD-CE 1 restart x 100
 iterations, APGD-T 9 target classes x 100 iterations, FAB-T 9 targets, Square 5000 queries), so

@@ -1,4 +1,4 @@
-"""Threat models: the norm ball an attack may move an input inside (SPEC §2).
+"""Threat models: the norm ball an attack may move an input inside.
 
 Images live in [0, 1]; ε is written in input units (``8/255`` for ℓ∞, ``128/255`` for ℓ2 in RAT).
 Every record writes ε both as the number and in its /255 form (:func:`describe_eps`).

@@ -1,4 +1,4 @@
-"""Loading datasets from the publishers' files into in-memory tensors (SPEC §8).
+"""Loading datasets from the publishers' files into in-memory tensors.
 
 ``load_dataset`` finds the files (``data_dir`` or its ``<subdir>``; without ``data_dir`` the
 dataset's default folder, then ``$ROBUSTLAYERS_DATA_DIR`` or ``~/.cache/robustlayers/data``),

@@ -1,6 +1,6 @@
 """The layer map: every parameterised leaf module of a model, in forward execution order.
 
-A *layer* (SPEC §3) is a module with parameters of its own and no child modules — convolutions,
+A *layer* is a module with parameters of its own and no child modules — convolutions,
 linear layers, batch-norm and other normalisation layers. It is named by its dotted path from
 ``named_modules()``. The order is the order in which the layers run on one dummy batch, found with
 forward hooks; for a CIFAR ResNet this reproduces EARLY's linearisation (a block's shortcut conv
@@ -46,7 +46,7 @@ def layer_kind(module: nn.Module) -> str:
 
 
 def is_layer(module: nn.Module) -> bool:
-    """A layer is a leaf module that owns parameters (SPEC §3)."""
+    """A layer is a leaf module that owns parameters ."""
     has_children = next(module.children(), None) is not None
     has_params = next(module.parameters(recurse=False), None) is not None
     return has_params and not has_children

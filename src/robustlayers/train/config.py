@@ -39,13 +39,13 @@ class TrainConfig:
     # --- what is trained on what -----------------------------------------------------------
     model: str = "smallcnn"            # robustlayers.models name; smallcnn is the CPU default
     activation: str = "relu"           # zoo activation: relu, or swish (SiLU; SPECTRUM §6)
-    dataset: str = "fashion-mnist"     # the embedded dataset (SPEC §8)
+    dataset: str = "fashion-mnist"     # the embedded dataset (Fashion-MNIST)
     data_dir: str | None = None        # None: the dataset's default folder
     method: str = "pgd-at"             # one of METHODS (more plug in through the registry)
-    # --- schedule (SPEC §5 "Common schedules") -----------------------------------------------
+    # --- schedule (the papers' common schedules) ---------------------------------------------
     epochs: int = 10
     batch_size: int = 128              # all three papers with released code use 128
-    optimizer: str = "sgd"             # SGD momentum 0.9 everywhere in SPEC §9
+    optimizer: str = "sgd"             # SGD momentum 0.9 in all the papers' code
     lr: float = 0.1                    # base learning rate of the default group
     momentum: float = 0.9
     nesterov: bool = False
