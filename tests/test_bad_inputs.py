@@ -213,7 +213,7 @@ CLI = [
     ("eval-run-tampered", ["evaluate", "--run", "{runs}/tampered"], 1,
      ["tampered/checkpoints/best/model.safetensors is corrupt", "not loaded"]),
     ("eval-run-and-ckpt", ["evaluate", "--run", "{runs}/good", "--checkpoint", "{ckpt}"], 2,
-     ["--checkpoint goes with --model"]),
+     ["--checkpoint and --normalize go with --model"]),
     ("eval-model-no-ckpt", ["evaluate", "--model", "smallcnn"], 2, ["--model needs --checkpoint"]),
     # evaluate: attack settings
     ("eval-attack", [*EVAL, "--attack", "pgd,bim"], 2, ["'bim'", "fgsm"]),

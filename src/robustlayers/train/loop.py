@@ -353,9 +353,8 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
             saved = _saved_config(existing).to_dict()
             check_same_run(path, saved, config.to_dict())
             if existing.status in ("finished", "diverged"):
-                if not config.quiet:
-                    print(f"robustlayers train: {path} already holds this config's "
-                          f"{existing.status} run; returning it", file=sys.stderr)
+                print(f"robustlayers train: {path} already holds this config's "
+                      f"{existing.status} run; returning it", file=sys.stderr)
                 return existing
             return _resume(path, quiet=config.quiet, device=config.device, user=user)
         return _run(config, run_path=path, resuming=False, user=user)
