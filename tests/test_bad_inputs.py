@@ -30,6 +30,8 @@ from robustlayers.layers import (Selection, count_params, freeze, param_groups, 
                                  select, unfreeze)
 from robustlayers.models import load_checkpoint, save_weights
 from robustlayers.runs import RunDir, RunIndex, check_output_path, epoch_tag, load_run_model
+from robustlayers.train import resume_run
+from robustlayers.train import train as train_run
 
 FM = ["--dataset", "fashion-mnist"]
 EVAL = ["evaluate", "--model", "smallcnn", "--checkpoint", "{ckpt}", *FM, "--n-examples", "8",
@@ -211,7 +213,7 @@ CLI = [
     ("eval-run-tampered", ["evaluate", "--run", "{runs}/tampered"], 1,
      ["tampered/checkpoints/best/model.safetensors is corrupt", "not loaded"]),
     ("eval-run-and-ckpt", ["evaluate", "--run", "{runs}/good", "--checkpoint", "{ckpt}"], 2,
-     ["--checkpoint goes with --model"]),
+     ["--checkpoint and --normalize go with --model"]),
     ("eval-model-no-ckpt", ["evaluate", "--model", "smallcnn"], 2, ["--model needs --checkpoint"]),
     # evaluate: attack settings
     ("eval-attack", [*EVAL, "--attack", "pgd,bim"], 2, ["'bim'", "fgsm"]),
@@ -298,7 +300,10 @@ def _fill(argv, assets):
 def test_cli_bad_input(argv, code, words, assets, workspace, capsys):
     argv = _fill(argv, assets)
     json_flag = ["--json"] if argv and argv[0] != "frobnicate" else []
-    rc = main(argv + json_flag)
+    try:
+        rc = main(argv + json_flag)
+    except SystemExit as exit_:  # command-line parse errors exit like argparse
+        rc = exit_.code
     out, err = capsys.readouterr()
     assert rc == code, err
     assert "Traceback" not in err
@@ -403,6 +408,12 @@ API = [
         "best", _model(a)), errors.CheckpointCorrupt, "model.safetensors is corrupt"),
     ("rundir-load-into-name", lambda a: RunDir.open(f"{a['runs']}/good").load_checkpoint(
         "best", "smallcnn"), errors.ConfigError, "got the str 'smallcnn'"),
+    ("train-api-string", lambda a: train_run("fast"),
+     errors.ConfigError, "got the str 'fast'"),
+    ("train-api-legacy-key", lambda a: train_run(
+        {"method": "trades", "trades_bta": 1}), errors.ConfigError, "'trades_bta'"),
+    ("train-api-resume-missing", lambda a: resume_run(
+        "/nonexistent/run"), errors.RunError, "/nonexistent/run"),
     ("rundir-create-on-file", lambda a: RunDir.create(f"{a['assets']}/afile.txt", {}),
      errors.OutputPathError, "afile.txt' exists and is a file"),
     ("rundir-create-long", lambda a: RunDir.create(Path("runs") / LONG, {"model": "x"}),

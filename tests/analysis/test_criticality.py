@@ -107,7 +107,8 @@ def test_k_outside_the_selection_is_an_error(k):
 def test_stability_fields_and_counts():
     model = TinyCNN()
     x, y = images(20, (1, 8, 8)), labels(20)
-    stab = criticality_stability(model, (x, y), batch_size=4, repeats=5, k=2, steps=1, seed=3)
+    stab = criticality_stability(model, (x, y), batch_size=4, repeats=5, k=2, steps=1, seed=3,
+                                 eps=8 / 255)
     d = stab.to_dict()
     json.dumps(d)
     assert d["repeats"] == 5 and d["batch_size"] == 4 and d["k"] == 2
@@ -135,9 +136,11 @@ def test_stability_of_a_deterministic_ranking_is_perfect():
 
 def test_stability_rejects_bad_sizes():
     with pytest.raises(ValueError, match="batch_size"):
-        criticality_stability(TinyCNN(), (images(3, (1, 8, 8)), labels(3)), batch_size=10)
+        criticality_stability(TinyCNN(), (images(3, (1, 8, 8)), labels(3)), batch_size=10,
+                              eps=0.1)
     with pytest.raises(ValueError, match="repeats"):
-        criticality_stability(TinyCNN(), (images(3, (1, 8, 8)), labels(3)), repeats=0)
+        criticality_stability(TinyCNN(), (images(3, (1, 8, 8)), labels(3)), repeats=0,
+                              eps=0.1)
 
 
 def test_epoch_ratio_record():

@@ -11,7 +11,7 @@ from robustlayers.layers import SelectionError
 
 from .toys import TinyCNN, images, labels
 
-FAST = dict(psr_steps=1, crit_steps=1, stability_repeats=3, stability_batch=4, quant_steps=1,
+FAST = dict(eps=8 / 255, psr_steps=1, crit_steps=1, stability_repeats=3, stability_batch=4, quant_steps=1,
             betas=(4, 8), epoch_batches=1, batch_size=16)
 
 
@@ -81,9 +81,10 @@ def test_incompatible_models_and_bad_selection():
     with pytest.raises(ValueError, match="data has"):
         diagnose({"b": Wide()}, _data(), analyses="filter-norms")
     with pytest.raises(SelectionError, match="conv1"):
-        diagnose({"a": TinyCNN()}, _data(), analyses="psr", selection="conv7")
+        diagnose({"a": TinyCNN()}, _data(), analyses="psr", selection="conv7", eps=0.1)
     with pytest.raises(ValueError, match="no conv layers"):
-        diagnose({"a": TinyCNN()}, _data(), analyses="psr,filter-norms", selection="fc")
+        diagnose({"a": TinyCNN()}, _data(), analyses="psr,filter-norms", selection="fc",
+                 eps=0.1)
     with pytest.raises(ValueError, match="at least one model"):
         diagnose({}, _data())
 
@@ -98,12 +99,15 @@ def test_bad_k_and_default_beta_fail_before_any_analysis_runs(monkeypatch):
 
     monkeypatch.setattr(diagnose_module, "compare_psr", ran)
     with pytest.raises(ValueError, match="from 1 to 3, the number of selected layers"):
-        diagnose({"a": TinyCNN()}, _data(), analyses="psr,criticality", k=4)
+        diagnose({"a": TinyCNN()}, _data(), analyses="psr,criticality", k=4, eps=0.1)
     with pytest.raises(ValueError, match="from 1 to 2"):
         diagnose({"a": TinyCNN()}, _data(), analyses="psr,criticality", k=3,
-                 selection="conv1,conv2")
+                 selection="conv1,conv2", eps=0.1)
     with pytest.raises(ValueError, match=r"default β 8 is not in the β grid \[4.0, 6.0\]"):
-        diagnose({"a": TinyCNN()}, _data(), analyses="psr,quantization", betas=(4, 6))
+        diagnose({"a": TinyCNN()}, _data(), analyses="psr,quantization", betas=(4, 6),
+                 eps=0.1)
+    with pytest.raises(ValueError, match="diagnose needs eps"):
+        diagnose({"a": TinyCNN()}, _data(), analyses="filter-norms,psr")
 
 
 def test_default_k_fits_a_small_selection():

@@ -160,7 +160,8 @@ def test_grid_structure_and_best():
 
 def test_default_beta_outside_the_grid_is_an_error():
     with pytest.raises(ValueError, match=r"default_beta 8 is not in betas \[4.0, 6.0\]"):
-        quantization_grid(TinyCNN(), images(2, (1, 8, 8)), labels(2), betas=(4, 6))
+        quantization_grid(TinyCNN(), images(2, (1, 8, 8)), labels(2), betas=(4, 6),
+                          eps_grid=(0.1,))
 
 
 def _band_grid(pixel: float, eps: float, steps: int = 20):

@@ -1,6 +1,5 @@
 """The adapter over pyautoattack: same result as calling pyautoattack directly, plus bookkeeping."""
 import logging
-import time
 
 import pytest
 import torch
@@ -74,9 +73,7 @@ def test_check_flags_are_captured(mlp, batch, caplog):
 def test_standard_version_smoke(mlp, batch):
     x, y = batch[0][:8], batch[1][:8]
     adapter = make_attack("autoattack", ThreatModel("linf", 8 / 255))
-    start = time.perf_counter()
     x_adv = adapter(mlp, x, y)
-    assert time.perf_counter() - start < 30
     report = adapter.last_report
     assert report["attacks_run"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert report["robust_accuracy"] == accuracy(mlp, x_adv, y)

@@ -56,8 +56,9 @@ def test_threat_model_validation():
     for bad in (math.nan, math.inf):
         with pytest.raises(ValueError, match="finite"):
             ThreatModel("l2", bad)
-    with pytest.raises(ValueError, match="parse_eps"):
-        ThreatModel("linf", "8/255")
+    assert ThreatModel("Linf", "8/255") == ThreatModel("linf", 8 / 255)  # lenient spellings
+    with pytest.raises(ValueError, match="did you mean '8/255'"):
+        ThreatModel("linf", "8")
     assert isinstance(ThreatModel("l2", 1).eps, float)
 
 

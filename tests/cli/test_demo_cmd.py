@@ -15,9 +15,18 @@ def test_demo_runs_end_to_end_and_refuses_to_overwrite(tmp_path, capsys):
     assert "pgd-20 acc" in printed and "natural" in printed and "pgd-at" in printed
     report = out / "diagnosis" / "report.html"
     assert f"report: {report.resolve()}" in printed
-    assert report.stat().st_size > 10_000 and "data:image/png;base64," in report.read_text()
+    page = report.read_text()
+    assert report.stat().st_size > 10_000 and "data:image/svg+xml;base64," in page
+    assert "<pre" not in page and "<th>pgd-20</th>" in page and "<th>test robust (best)</th>" in page
+    table = (out / "evaluation.txt").read_text()
+    assert "pgd-20 acc" in table and "natural" in table and "pgd-at" in table
+    assert table.splitlines()[1] in printed                   # the same table as printed
+    records = json.loads((out / "evaluation.json").read_text())
+    assert set(records["models"]) == {"natural", "pgd-at"} and records["n"] == 64
+    assert records["models"]["pgd-at"]["attacks"]["pgd-20"]["config"]["steps"] == 20
     diagnosis = json.loads((out / "diagnosis" / "diagnosis.json").read_text())
     assert set(diagnosis["models_info"]) == {"natural", "pgd-at"}
+    assert set(diagnosis["evaluation"]) == set(diagnosis["training"]) == {"natural", "pgd-at"}
     assert diagnosis["analyses_run"] == ["psr", "criticality", "filter-norms", "quantization",
                                          "preact"]
     assert diagnosis["data"]["n_examples"] == 40

@@ -64,13 +64,21 @@ def test_two_checkpoints_json(checkpoints, tmp_path, capsys):
 def test_run_dirs_text_output_and_timing(tmp_path, capsys):
     a = _run_dir(tmp_path / "runs" / "nat")
     b = _run_dir(tmp_path / "runs" / "adv")
+    for epoch, robust in ((1, 0.2), (2, 0.3)):
+        RunDir.open(b).append_metrics({"epoch": epoch, "train_loss": 1.0, "best": epoch == 2,
+                                       "test_robust_acc": robust, "test_clean_acc": 0.7})
+    evaluation = tmp_path / "eval-nat.json"
+    evaluation.write_text(json.dumps({"clean": {"accuracy": 0.9, "loss": 0.3}, "attacks": {
+        "pgd-20": {"accuracy": 0.1, "loss": 3.0, "config": {"name": "pgd", "steps": 20}}}}))
     out = tmp_path / "diag"
     args = FAST[2:]                                # no --dataset: taken from the run config
     args[args.index("--epoch-batches") + 1] = "1"
     rc = main(["diagnose", "--run", a, "--compare", b, "--analyses", "criticality",
-               "--top-k", "2", "--out", str(out), *args])
+               "--top-k", "2", "--out", str(out), "--evaluation", str(evaluation), *args])
     assert rc == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    err = capsys.readouterr()
+    assert "diagnose: criticality [1/1]" in err.err            # progress on stderr
+    lines = err.out.strip().splitlines()
     assert lines[-1] == str(out / "report.html")
     assert any("most critical layers" in line for line in lines)
     record = json.loads((out / "diagnosis.json").read_text())
@@ -79,6 +87,10 @@ def test_run_dirs_text_output_and_timing(tmp_path, capsys):
     assert len(crit["adv"]["criticality"]["top_k"]) == 2
     timing = crit["nat"]["timing"]
     assert timing["epoch"]["epoch_size"] == 60000 and timing["epoch"]["extrapolated"]
+    assert [r["test_robust_acc"] for r in record["training"]["adv"]] == [0.2, 0.3]
+    assert record["training"]["nat"] == [] and list(record["evaluation"]) == ["nat"]
+    page = (out / "report.html").read_text()
+    assert "<th>pgd-20</th>" in page and "10.00% (3.000)" in page and "30.00%" in page
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -46,7 +46,9 @@ def test_json_record(checkpoint, tmp_path, capsys):
     assert record["sanity"]["attack_checks"] is True
     env = record["environment"]
     assert {"robustlayers", "torch", "numpy", "code_version"} <= env.keys()
-    assert record["model"] == {"name": "smallcnn", "checkpoint": checkpoint}
+    assert record["model"] == {"name": "smallcnn", "checkpoint": checkpoint, "normalization": {
+        "convention": "checkpoint", "source": "checkpoint", "stored_as": "metadata",
+        "mean": [0.286], "std": [0.353]}}
 
 
 def test_human_table_and_no_sanity(checkpoint, capsys):
@@ -75,7 +77,9 @@ def test_run_dir_path(checkpoint, monkeypatch, tmp_path, capsys):
     assert rc == 0
     record = json.loads(capsys.readouterr().out)
     assert record["threat"]["eps"]["value"] == 0.05
-    assert record["model"] == {"run": str(tmp_path), "which": "last", "name": "smallcnn"}
+    assert {k: record["model"][k] for k in ("run", "which", "name")} == {
+        "run": str(tmp_path), "which": "last", "name": "smallcnn"}
+    assert record["model"]["normalization"]["mean"] == [0.286]
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -115,7 +119,8 @@ def test_model_is_built_with_builders_build_model(checkpoint, monkeypatch, capsy
 
     monkeypatch.setattr(builders, "build_model", spy)
     assert main(BASE + ["--checkpoint", checkpoint, "--no-sanity", "--json"]) == 0
-    assert calls == [("smallcnn", "fashion-mnist", {"checkpoint": checkpoint})]
+    assert calls == [("smallcnn", "fashion-mnist", {"checkpoint": checkpoint,
+                                                    "normalize": None})]
     assert json.loads(capsys.readouterr().out)["model"]["checkpoint"] == checkpoint
 
 
@@ -160,3 +165,18 @@ def test_strict_exit_code(checkpoint, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["sanity"]["failed"] == ["forced"]
     assert main(args + ["--strict"]) == 1
     assert "forced" in capsys.readouterr().err
+
+
+def test_normalize_choice_is_recorded_and_quiet_silences_progress(checkpoint, capsys):
+    argv = BASE + ["--checkpoint", checkpoint, "--no-sanity", "--json", "--attack", "fgsm,pgd"]
+    assert main(argv + ["--normalize", "none"]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["model"]["normalization"] == {"convention": "none", "source": "user",
+                                                "mean": [0.0], "std": [1.0]}
+    assert "stores mean (0.286) / std (0.353); the given normalisation (none)" in captured.err
+    assert "attack fgsm" in captured.err and "attack pgd-2" in captured.err   # progress bars
+    assert main(argv + ["--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(BASE + ["--checkpoint", checkpoint, "--normalize", "1/2/3"]) == 2
+    assert "valid choices: dataset" in capsys.readouterr().err

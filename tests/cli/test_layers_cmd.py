@@ -13,9 +13,10 @@ def run_json(capsys, argv):
 def test_layers_json_has_the_contract_fields(capsys):
     rows = run_json(capsys, ["layers", "resnet18", "--json"])
     assert len(rows) == 41
-    assert set(rows[0]) == {"index", "name", "kind", "block", "params", "selected"}
+    assert set(rows[0]) == {"index", "name", "kind", "block", "params", "out_shape", "selected"}
     assert rows[0] == {"index": 0, "name": "conv1", "kind": "conv", "block": "stem",
-                       "params": 1728, "selected": True}
+                       "params": 1728, "out_shape": [64, 32, 32], "selected": True}
+    assert rows[-1]["out_shape"] == [10]
     assert rows[-1]["name"] == "linear" and rows[-1]["block"] == "head"
 
 
@@ -38,6 +39,42 @@ def test_layers_table_output(capsys):
     out = capsys.readouterr().out
     assert "10 layers" in out and "selection 'kind:linear': 2 layers" in out
     assert "head.3" in out
+
+
+def test_layers_of_a_run_directory(tmp_path, capsys):
+    from robustlayers.builders import model_kwargs_for
+    from robustlayers.models import create_model
+    from robustlayers.runs import RunDir
+
+    kwargs = model_kwargs_for("fashion-mnist")
+    run = RunDir.create(tmp_path / "run", {"model": "smallcnn", "model_kwargs": kwargs,
+                                           "dataset": "fashion-mnist"})
+    run.save_checkpoint("best", create_model("smallcnn", **kwargs), {"epoch": 0})
+    rows = run_json(capsys, ["layers", "--run", str(tmp_path / "run"), "--json"])
+    assert len(rows) == 10 and rows[0]["out_shape"] == [16, 28, 28]
+    assert main(["layers", "--run", str(tmp_path / "run"), "--select", "kind:linear"]) == 0
+    out = capsys.readouterr().out
+    assert "smallcnn from run" in out and "fashion-mnist (1, 28, 28)" in out
+    assert main(["layers", "smallcnn", "--run", str(tmp_path / "run")]) == 2
+    assert "drop MODEL" in capsys.readouterr().err
+    assert main(["layers"]) == 2
+    assert "--run RUN_DIR" in capsys.readouterr().err
+
+
+def test_layers_normalize_option(tmp_path, capsys):
+    import torch
+
+    from robustlayers.builders import build_model
+
+    path = tmp_path / "raw.pt"
+    torch.save(build_model("smallcnn", "fashion-mnist").state_dict(), path)
+    assert main(["layers", "smallcnn", "--checkpoint", str(path), "--json"]) == 0
+    assert "--normalize none" in capsys.readouterr().err
+    assert main(["layers", "smallcnn", "--checkpoint", str(path), "--normalize", "none",
+                 "--json"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["layers", "smallcnn", "--normalize", "zscore"]) == 2
+    assert "valid choices: dataset" in capsys.readouterr().err
 
 
 def test_layers_checkpoint_round_trip(tmp_path, capsys):

@@ -19,7 +19,10 @@ SRC = str(Path(robustlayers.__file__).resolve().parents[1])
 
 
 def run_cli(capsys, *argv):
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # command-line parse errors exit like argparse
+        code = exit_.code
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -86,8 +86,8 @@ def test_tiny_run_prints_run_dir_and_metrics_then_json(mini_data, tmp_path, caps
     assert "test_robust_acc" in printed
     result = json.loads((out / "result.json").read_text())
     assert result["method"]["name"] == "fast-at" and result["status"] == "finished"
-    # the same config again needs --resume; a finished run cannot be resumed
-    assert main(argv) == 2
-    assert "--resume" in capsys.readouterr().err
+    # the same config again returns the finished run; a finished run cannot be resumed
+    assert main(argv) == 0
+    assert f"{out} already holds this config's finished run" in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "--json"]) == 2
     assert "already finished" in capsys.readouterr().err

@@ -384,5 +384,5 @@ def test_result_and_status(run):
     run.write_result({"robust_acc": 0.41, "clean_acc": torch.tensor(0.8)})
     assert run.status == "finished"
     assert run.result["clean_acc"] == pytest.approx(0.8)
-    with pytest.raises(ValueError, match="finished' or 'failed"):
+    with pytest.raises(ValueError, match="must be one of finished, failed, interrupted, diverged"):
         run.write_result({}, status="done")

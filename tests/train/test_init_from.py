@@ -162,3 +162,14 @@ def test_a_collapsed_model_is_recorded_as_collapsed(mini_data, tmp_path):
     final = final_evaluation(ctx, None, test, best_epoch=None)
     assert final["collapsed"] is True and final["last"]["clean_acc"] <= 0.15
     assert "1.5 x chance" in final["collapse_rule"]
+
+
+def test_normalize_is_built_into_the_model_and_recorded(mini_data, tmp_path):
+    run = train(tiny_config(mini_data, tmp_path / "raw", normalize="none", epochs=1,
+                            final_eval=False))
+    assert (run.config["model_kwargs"]["mean"], run.config["model_kwargs"]["std"]) == \
+        ([0.0], [1.0])
+    model, _ = load_run_model(run.path, "last")
+    assert model.normalize.mean.flatten().tolist() == [0.0]
+    with pytest.raises(ValueError, match="normalize: unknown normalisation 'raw'"):
+        train(tiny_config(mini_data, tmp_path / "bad", normalize="raw"))

@@ -85,9 +85,9 @@ def test_resume_of_a_finished_run_is_refused(reference):
         resume_run(reference.path)
 
 
-def test_existing_out_dir_needs_resume(reference, mini_data):
-    with pytest.raises(ValueError, match="--resume"):
-        train(tiny_config(mini_data, reference.path))
+def test_an_existing_out_dir_of_another_config_is_refused(reference, mini_data):
+    with pytest.raises(ValueError, match="holds a run of another config.*epochs"):
+        train(tiny_config(mini_data, reference.path, epochs=5))
 
 
 def test_natural_with_validation_split_and_frozen_layers(mini_data, tmp_path):

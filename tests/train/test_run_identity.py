@@ -94,8 +94,10 @@ def _runs_list(root: Path, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_sigterm_marks_the_run_interrupted_and_resume_completes(mini_data, tmp_path,
-                                                               reference_run, capsys):
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "Ctrl-C"])
+def test_sigterm_or_ctrl_c_marks_the_run_interrupted_and_resume_completes(
+        mini_data, tmp_path, reference_run, capsys, sig, code):
     out = tmp_path / "termed"
     script = Path(__file__).with_name("killable.py")
     proc = subprocess.Popen([sys.executable, str(script), *_cli(tiny_config(mini_data, out), out)],
@@ -103,9 +105,9 @@ def test_sigterm_marks_the_run_interrupted_and_resume_completes(mini_data, tmp_p
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "checkpoints" / "epoch-0001").exists():
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     lines = [line for line in err.splitlines() if "error" in line]
     assert len(lines) == 1 and f"robustlayers train --resume {out}" in lines[0]
     assert RunDir.open(out).status == "interrupted"

@@ -1,4 +1,4 @@
-"""Layer analyses (SPEC §4): which layers carry a classifier's (non-)robustness.
+"""Layer analyses (EARLY, CLAT, SPECTRUM): which layers carry a classifier's (non-)robustness.
 
 * :func:`psr` / :func:`compare_psr` — perturbation-to-signal ratio per layer (EARLY Eq. 2)
 * :func:`criticality` / :func:`criticality_stability` — CLAT's criticality index (Eqs. 2–3)

@@ -30,16 +30,37 @@ _ACTIVATIONS = {"relu", "relu6", "leakyrelu", "silu", "swish", "gelu", "elu", "s
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def split_data(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) from a robustlayers.data.TensorData (``.x``, ``.y``) or an ``(x, y)`` pair."""
-    if hasattr(data, "x") and hasattr(data, "y"):
-        return data.x, data.y
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1]
+def split_data(data: Any, y: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) from tensors, a TensorData, an ``(x, y)`` pair, a torch Dataset or DataLoader
+    (:func:`robustlayers.evaluate.inputs.as_tensors`)."""
+    from robustlayers.evaluate.inputs import as_tensors
+
+    return as_tensors(data, y)
+
+
+_EPS_EXAMPLES = "8/255 for CIFAR-10/100 and SVHN, 0.1 for Fashion-MNIST, 0.3 for MNIST"
+
+
+def resolve_eps(model: nn.Module | None, eps: Any, *, data: Any = None, what: str) -> float:
+    """The ℓ∞ budget of an analysis: ``eps`` when given (a number or text like ``"8/255"``),
+    else the ε of the run the model was loaded from or the default of the dataset it was built
+    for (``model.data_context``, set by ``robustlayers.build_model`` and ``load_run_model``),
+    else the default ε of the dataset ``data`` comes from (a TensorData). Nothing saying which:
+    ValueError — never a silent CIFAR 8/255 for, say, a Fashion-MNIST model."""
+    if eps is not None:
+        from robustlayers.attacks import parse_eps
+
+        return float(parse_eps(eps)) if isinstance(eps, str) else float(eps)
+    context = getattr(model, "data_context", None) or {}
+    if context.get("eps") is not None:
+        return float(context["eps"])
+    info = getattr(data, "info", None)
+    if getattr(info, "default_eps", None) is not None:
+        return float(info.default_eps)
     raise ValueError(
-        f"data must be a TensorData (with .x and .y) or an (x, y) pair of tensors, "
-        f"got {type(data).__name__}"
-    )
+        f"{what} needs eps: nothing says which dataset the model belongs to. Pass eps= "
+        f"({_EPS_EXAMPLES}), or build the model with robustlayers.build_model(name, dataset) "
+        f"or load it with robustlayers.runs.load_run_model so its dataset is known")
 
 
 def is_activation(module: nn.Module) -> bool:
@@ -137,7 +158,7 @@ def shared_edges(values: np.ndarray, bins: int) -> np.ndarray:
 
 
 def to_db(ratio: float | np.ndarray):
-    """20·log10(ratio) — the amplitude form EARLY's released code plots (SPEC §9)."""
+    """20·log10(ratio) — the amplitude form EARLY's released code plots."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return 20.0 * np.log10(ratio)
 

@@ -1,4 +1,4 @@
-"""Layer criticality index (CLAT §3.1, Eqs. 2–3; SPEC §4.2) and its stability over batches.
+"""Layer criticality index (CLAT §3.1, Eqs. 2–3) and its stability over batches.
 
 Feature weakness of layer i (CLAT Eq. 2, with the paper's practical approximation):
 
@@ -9,8 +9,8 @@ model output, shared by all layers (so all indices come from two forward passes 
 Criticality (CLAT Eq. 3): C_i = W_ε(F_i) / W_ε(F_{i−1}), C_1 = W_ε(F_1); hence
 W_ε(F_i) = Π_{k≤i} C_k. Critical layers = top-k by C_i.
 
-Layers default to the conv and linear layers in execution order (``kind:conv,linear``, SPEC §9,
-CLAT has no public code) with features taken at their outputs. Default attack: CLAT's ℓ∞ PGD-10
+Layers default to the conv and linear layers in execution order (``kind:conv,linear``; CLAT
+has no public code) with features taken at their outputs. Default attack: CLAT's ℓ∞ PGD-10
 with α/ε = 0.007/0.03 and a random start.
 """
 
@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    AttackFn, attack_eps, attack_record, data_shape, jsonable, make_pgd, resolve_layers,
-    round_sig, selection_record, split_data,
+    AttackFn, attack_eps, attack_record, data_shape, jsonable, make_pgd, resolve_eps,
+    resolve_layers, round_sig, selection_record, split_data,
 )
 from robustlayers.attacks import describe_eps
 from robustlayers.evaluate.metrics import batches, eval_mode, model_device
+from robustlayers.evaluate.progress import task
 from robustlayers.evaluate.robust import run_attack
 from robustlayers.evaluate.validate import validate_count
 
@@ -133,8 +134,8 @@ class CriticalityResult:
         })
 
 
-def criticality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection=None,
-                attack: AttackFn | None = None, eps: float = 8 / 255, steps: int = 10,
+def criticality(model: nn.Module, x, y=None, *, selection=None,
+                attack: AttackFn | None = None, eps: float | None = None, steps: int = 10,
                 alpha: float | None = None, k: int | None = None, batch_size: int = 128,
                 seed: int = 0, input_shape=None, label: str | None = None,
                 _resolved=None) -> CriticalityResult:
@@ -142,9 +143,13 @@ def criticality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection
 
     ``attack`` is any ``attack(model, x, y) -> x_adv``; δ = x_adv − x is shared by all layers.
     ``k`` critical layers are reported: 1 ≤ k ≤ the number of selected layers, else ValueError;
-    None = 3, or all layers when fewer are selected.
+    None = 3, or all layers when fewer are selected. Data and the ``eps`` default as for
+    :func:`robustlayers.analysis.psr` (from the model's run or dataset; required otherwise).
     """
     batch_size = validate_count(batch_size, name="batch_size")
+    if attack is None:
+        eps = resolve_eps(model, eps, data=x, what="criticality")
+    x, y = split_data(x, y)
     if _resolved is None:
         _, _resolved = resolve_layers(model, selection, DEFAULT_SELECTION,
                                       data_shape(model, x, input_shape))
@@ -153,7 +158,8 @@ def criticality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection
         attack = default_criticality_attack(eps, steps=steps, alpha=alpha, seed=seed)
     _sync(model)
     start = time.perf_counter()
-    x_adv, _, _ = run_attack(model, attack, x, y, batch_size=batch_size)
+    x_adv, _, _ = run_attack(model, attack, x, y, batch_size=batch_size,
+                             desc=f"criticality{': ' + label if label else ''} (attack)")
     weakness = _weakness(model, _resolved, x, x_adv, batch_size)
     _sync(model)
     elapsed = time.perf_counter() - start
@@ -165,6 +171,16 @@ def criticality(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection
         attack=attack_record(attack), selection=selection_record(_resolved), seed=int(seed),
         eps=attack_eps(attack), n_examples=len(x), elapsed_s=elapsed, label=label,
     )
+
+
+def _one_repeat(model, x, y, r, generator, batch_size, attack, eps, steps, alpha, k, seed,
+                resolved) -> "CriticalityResult":
+    """Criticality on the r-th random batch (attack seed ``seed + r`` for the default attack)."""
+    idx = torch.randperm(len(x), generator=generator)[:batch_size]
+    att = attack if attack is not None else default_criticality_attack(
+        eps, steps=steps, alpha=alpha, seed=seed + r)
+    return criticality(model, x[idx], y[idx], attack=att, eps=eps, k=k, batch_size=batch_size,
+                       seed=seed + r, _resolved=resolved)
 
 
 def _sync(model: nn.Module) -> None:
@@ -240,13 +256,16 @@ class StabilityResult:
 
 def criticality_stability(model: nn.Module, data, *, batch_size: int = 10, repeats: int = 100,
                           k: int | None = None, seed: int = 0, selection=None,
-                          attack: AttackFn | None = None, eps: float = 8 / 255,
+                          attack: AttackFn | None = None, eps: float | None = None,
                           steps: int = 10, alpha: float | None = None, input_shape=None,
                           label: str | None = None) -> StabilityResult:
     """Criticality (CLAT Eq. 3) on ``repeats`` random batches of ``batch_size`` drawn without
     replacement from ``data`` (TensorData or (x, y)); batch r uses attack seed ``seed + r``
     when the default attack is used. Returns per-layer top-k frequencies, the modal top-k set
-    and how often the top-k set differs from it."""
+    and how often the top-k set differs from it. ``data``: anything :func:`criticality`
+    accepts; ``eps`` as there."""
+    if attack is None:
+        eps = resolve_eps(model, eps, data=data, what="criticality_stability")
     x, y = split_data(data)
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -257,17 +276,18 @@ def criticality_stability(model: nn.Module, data, *, batch_size: int = 10, repea
     k = check_k(k, len(resolved.names))
     generator = torch.Generator().manual_seed(int(seed))
     tops, crits, times, record = [], [], [], None
-    for r in range(repeats):
-        idx = torch.randperm(len(x), generator=generator)[:batch_size]
-        att = attack if attack is not None else default_criticality_attack(
-            eps, steps=steps, alpha=alpha, seed=seed + r)
-        result = criticality(model, x[idx], y[idx], attack=att, eps=eps, k=k,
-                             batch_size=batch_size, seed=seed + r, _resolved=resolved)
-        tops.append(result.top_k)
-        crits.append(result.criticality)
-        times.append(result.elapsed_s)
-        record = record or result.attack
+    with task(repeats, f"criticality stability{': ' + label if label else ''}",
+              unit="batch") as bar:
+        for r in range(repeats):
+            result = _one_repeat(model, x, y, r, generator, batch_size, attack, eps, steps,
+                                 alpha, k, seed, resolved)
+            tops.append(result.top_k)
+            crits.append(result.criticality)
+            times.append(result.elapsed_s)
+            record = record or result.attack
+            bar.update(1)
     return StabilityResult(
+
         layers=tuple(resolved.names), k=k, batch_size=batch_size, repeats=repeats,
         top_k_per_repeat=tops, criticality_per_repeat=np.stack(crits), attack=record,
         selection=selection_record(resolved), seed=int(seed),

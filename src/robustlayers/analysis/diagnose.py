@@ -1,4 +1,5 @@
-"""Run the layer analyses of SPEC §4 on one or more classifiers and write the report.
+"""Run the layer analyses (EARLY's PSR, CLAT's criticality, SPECTRUM's filter norms,
+quantisation and pre-activations) on one or more classifiers and write the report.
 
 ``diagnose(models, data, ...)`` runs the chosen analyses on the same images for every model,
 writes ``diagnosis.json`` (every number with its attack configuration, selection, seed and the
@@ -18,8 +19,10 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    data_shape, jsonable, layer_map_rows, resolve_layers, split_data,
+    data_shape, jsonable, layer_map_rows, resolve_eps, resolve_layers, split_data,
 )
+from robustlayers.evaluate.inputs import dataset_name
+from robustlayers.evaluate.progress import note
 from robustlayers.analysis.criticality import (
     DEFAULT_SELECTION as CRITICALITY_SELECTION, check_k, criticality, criticality_stability,
 )
@@ -121,7 +124,7 @@ class DiagnoseOptions:
     """Settings shared by the analyses of one diagnosis (see :func:`diagnose`)."""
 
     selection: str | None
-    eps: float
+    eps: float | None
     seed: int
     psr_steps: int
     crit_steps: int
@@ -153,38 +156,44 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
              preact_module: str | None = None, corruption_dir=None, corruptions=None,
              train_data=None, epoch_batches: int | None = 10, epoch_size: int | None = None,
              batch_size: int = 128, sources: dict | None = None,
+             evaluation: dict | None = None, training: dict | None = None,
              log: Callable[[str], None] | None = None) -> dict:
     """Run ``analyses`` (psr, criticality, filter-norms, quantization, preact) on every model
     with the same ``n_examples`` images of ``data`` (a seeded subset) and return the diagnosis.
 
     ``selection`` (a layer-selection expression) overrides each analysis's default layers
     (PSR: conv outputs; criticality: conv + linear; filter norms: its conv layers).
-    ``eps`` defaults to the dataset's default ε (``dataset`` given) else 8/255; ``eps_grid`` (the
-    quantisation δ grid) defaults to ``(eps,)``. ``k`` critical layers (1 ≤ k ≤ the selected
+    ``eps`` defaults to the dataset's default ε (``dataset`` given, or ``data`` a TensorData),
+    else the ε the models carry from their run or dataset (``model.data_context``); with none
+    of these it is required. ``eps_grid`` (the quantisation δ grid) defaults to ``(eps,)``. ``k`` critical layers (1 ≤ k ≤ the selected
     layers; None = 3 or all when fewer). ``crit_examples`` / ``quant_examples`` use only the first
     that many images for the full-batch criticality / the quantisation grid (the costliest
     analysis); ``default_beta`` (one of ``betas``) is the β of the plain-PGD masking demo.
     ``train_data`` is what the PGD-AT epoch is timed on (``epoch_batches`` batches, extrapolated
     to ``epoch_size`` = its size; 0 skips timing, None times it all). ``corruption_dir`` adds the
-    final pre-activation mean on CIFAR-10-C (``corruptions``, default all 19 of SPECTRUM §9) to
-    the preact analysis. With ``out_dir`` writes ``diagnosis.json`` and ``report.html`` there.
+    final pre-activation mean on CIFAR-10-C (``corruptions``, default all 19 of SPECTRUM §6) to
+    the preact analysis. ``evaluation`` (label -> an evaluation record: ``EvaluationResult.
+    to_dict()`` or the JSON of ``robustlayers evaluate``) and ``training`` (label -> the run's
+    metrics.jsonl rows) are kept in the record and shown in the report. With ``out_dir`` writes
+    ``diagnosis.json`` and ``report.html`` there. Progress (one line per analysis, bars for the
+    attacks) goes to stderr inside ``show_progress()`` or to ``log``.
     """
-    say = log or (lambda _msg: None)
+    say = log or note
     chosen = parse_analyses(analyses)
+    dataset = dataset or dataset_name(data)
     x_all, y_all = split_data(data)
     check_models(models, x_all)
-    if eps is None:
-        from robustlayers.data import get_dataset_info
-
-        eps = get_dataset_info(dataset).default_eps if dataset else 8 / 255
+    needs_eps = bool({"psr", "criticality", "quantization"} & set(chosen))
+    eps = _default_eps(models, eps, dataset) if needs_eps else eps
     x, y = _subset(x_all, y_all, n_examples, seed)
     opts = DiagnoseOptions(
-        selection=None if selection is None else str(selection), eps=float(eps), seed=int(seed),
+        selection=None if selection is None else str(selection),
+        eps=None if eps is None else float(eps), seed=int(seed),
         psr_steps=psr_steps, crit_steps=crit_steps, k=k, crit_examples=crit_examples,
         stability_repeats=stability_repeats, stability_batch=stability_batch,
         quant_steps=quant_steps, quant_examples=quant_examples, betas=tuple(betas),
         default_beta=float(default_beta),
-        eps_grid=tuple(eps_grid) if eps_grid else (float(eps),),
+        eps_grid=tuple(eps_grid) if eps_grid else ((float(eps),) if eps is not None else ()),
         placements=tuple(placements) if placements else None, preact_module=preact_module,
         corruption_dir=corruption_dir, corruptions=tuple(corruptions) if corruptions else None,
         epoch_batches=epoch_batches, epoch_size=epoch_size, batch_size=batch_size)
@@ -192,16 +201,34 @@ def diagnose(models: dict[str, nn.Module], data, *, analyses=ANALYSES, selection
     _preflight(models, chosen, opts, x)
     sections, timing = _run_all(chosen, models, x, y, opts, train_data, say)
     diagnosis = _record(chosen, opts, data, dataset, len(x), len(x_all), info, sections, timing)
+    if evaluation:
+        diagnosis["evaluation"] = jsonable(evaluation)
+    if training:
+        diagnosis["training"] = jsonable(training)
     if out_dir is not None:
         write_outputs(diagnosis, out_dir)
     return diagnosis
 
 
+def _default_eps(models: dict, eps, dataset: str | None) -> float:
+    """``eps``, else the dataset's default ε, else the one ε all models carry; else an error."""
+    if eps is not None or dataset is not None:
+        from robustlayers.data import get_dataset_info
+
+        return resolve_eps(None, eps if eps is not None else
+                           get_dataset_info(dataset).default_eps, what="diagnose")
+    budgets = {resolve_eps(m, None, what="diagnose") for m in models.values()}
+    if len(budgets) > 1:
+        raise ValueError(f"the models carry different default ε {sorted(budgets)}; pass eps= "
+                         f"(or dataset=) so they are analysed with one budget")
+    return budgets.pop()
+
+
 def _run_all(chosen, models, x, y, opts: DiagnoseOptions, train_data, say):
     """Each chosen analysis' section and its wall-clock seconds."""
     sections, timing = {}, {}
-    for name in chosen:
-        say(f"diagnose: {name} ...")
+    for i, name in enumerate(chosen):
+        say(f"diagnose: {name} [{i + 1}/{len(chosen)}] ...")
         start = time.perf_counter()
         sections[SECTION_KEYS[name]] = _run_one(name, models, x, y, opts, train_data)
         timing[name] = round(time.perf_counter() - start, 3)
@@ -219,7 +246,7 @@ def _record(chosen, opts: DiagnoseOptions, data, dataset, n: int, n_all: int, in
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "analyses_run": list(chosen),
         "seed": opts.seed,
-        "eps": describe_eps(opts.eps),
+        "eps": describe_eps(opts.eps) if opts.eps is not None else None,
         "selection": opts.selection,
         "options": asdict(opts),
         "data": {"dataset": dataset or getattr(getattr(data, "info", None), "name", None),
@@ -242,6 +269,8 @@ def _models_info(models, x, selection, sources) -> dict:
         lmap, resolved = resolve_layers(model, selection, PSR_SELECTION, data_shape(model, x))
         info[label] = {
             "class": type(model).__name__,
+            "normalization": getattr(model, "normalization", None),
+            "data_context": getattr(model, "data_context", None),
             "params": sum(p.numel() for p in model.parameters()),
             "input_shape": list(x.shape[1:]),
             "source": sources.get(label),

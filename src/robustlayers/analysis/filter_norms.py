@@ -1,9 +1,9 @@
-"""Convolution-filter norms per layer (SPECTRUM §5; SPEC §4.3).
+"""Convolution-filter norms per layer (SPECTRUM §5).
 
 For conv layer i with weight W of shape (out, in/groups, k_h, k_w), every (out, in) slice is one
 k×k kernel w. SPECTRUM §5 plots E_{w∈conv_i} ‖w‖∞ (Fig. 2) and max_{w∈conv_i} ‖w‖∞ (App. D):
-‖w‖∞ = max |w_jk| over the kernel's entries (the released code's "max |w| per k×k kernel",
-SPEC §9) — the ℓ∞ Lipschitz sensitivity the paper argues with. ``norm="2"`` gives the
+‖w‖∞ = max |w_jk| over the kernel's entries (SPECTRUM's released code: "max |w| per k×k
+kernel") — the ℓ∞ Lipschitz sensitivity the paper argues with. ``norm="2"`` gives the
 Frobenius (ℓ2) norm of each kernel instead. SPECTRUM finds the first two conv layers far above
 the rest in robust ResNets.
 """

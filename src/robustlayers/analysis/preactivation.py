@@ -1,4 +1,4 @@
-"""Final pre-activation statistics (SPECTRUM §6, Fig. 3; SPEC §4.5).
+"""Final pre-activation statistics (SPECTRUM §6, Fig. 3).
 
 SPECTRUM explains why low-ε models cope better with common corruptions by the mean of the *final
 pre-ReLU / pre-Swish features*: the further from zero, the fewer ReLU inputs a large corruption

@@ -1,13 +1,12 @@
-"""Perturbation-to-signal ratio per layer (EARLY §3.2, Eq. 2; SPEC §4.1).
+"""Perturbation-to-signal ratio per layer (EARLY §3.2, Eq. 2).
 
     PSR_l(x) = ‖f_l(x) − f_l(x + e)‖_p / ‖f_l(x)‖_p ,   p ∈ {1, 2, ∞}
 
 computed per image for every selected layer l, with e an adversarial perturbation crafted against
-the model being analysed. Defaults follow EARLY's released code (SPEC §9): hooks on convolution
-outputs (``kind:conv``, before BN and ReLU), PGD-100 with α = ε/8 (EARLY: ε = 8/255, α = 1/255) and
-a random start. The summary number per layer is ``20·log10(mean per-image ratio)`` — the form
-EARLY's plot uses (SPEC §4.1 mentions 10·log10; we follow the released code and record the form
-in ``db_form``).
+the model being analysed. Defaults follow EARLY's released code: hooks on convolution outputs
+(``kind:conv``, before BN and ReLU), PGD-100 with α = ε/8 (EARLY: ε = 8/255, α = 1/255) and a
+random start. The summary number per layer is ``20·log10(mean per-image ratio)`` — the form
+EARLY's plot uses in its released code (the amplitude form; recorded in ``db_form``).
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ from torch import nn
 
 from robustlayers.analysis._common import (
     QUANTILE_LEVELS, AttackFn, attack_eps, attack_record, data_shape, histogram, jsonable,
-    make_pgd, quantiles, resolve_layers, round_sig, selection_record, shared_edges, to_db,
+    make_pgd, quantiles, resolve_eps, resolve_layers, round_sig, selection_record,
+    shared_edges, split_data, to_db,
 )
 from robustlayers.attacks import describe_eps
 from robustlayers.evaluate.metrics import batches, clean_metrics, eval_mode, model_device
@@ -153,25 +153,33 @@ def _batch_ratios(clean: torch.Tensor, adv: torch.Tensor, keys) -> dict[str, tor
     return out
 
 
-def psr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection=None,
-        attack: AttackFn | None = None, eps: float = 8 / 255, steps: int = 100,
+def psr(model: nn.Module, x, y=None, *, selection=None,
+        attack: AttackFn | None = None, eps: float | None = None, steps: int = 100,
         alpha: float | None = None, norms=NORMS, batch_size: int = 128, seed: int = 0,
         input_shape=None, bins: int = 30, label: str | None = None) -> PSRResult:
     """PSR_l(x) for each image of ``x`` and each selected layer (EARLY Eq. 2).
 
-    ``attack`` is any callable ``attack(model, x, y) -> x_adv`` (default: EARLY's PGD-100 at
-    ``eps`` with α = ε/8, seeded with ``seed``); e = x_adv − x. ``selection`` defaults to
-    ``kind:conv`` (convolution outputs, SPEC §9). The model is in eval() throughout.
+    The data is ``x, y`` tensors or, with ``y`` left out, a Dataset, DataLoader, TensorData or
+    ``(x, y)`` pair. ``attack`` is any callable ``attack(model, x, y) -> x_adv`` (default:
+    EARLY's PGD-100 at ``eps`` with α = ε/8, seeded with ``seed``); e = x_adv − x. ``eps``
+    defaults to the run's / dataset's ε the model carries (``model.data_context``) or the
+    dataset of a TensorData, and is required when nothing says which. ``selection`` defaults
+    to ``kind:conv`` (convolution outputs, as EARLY's released code hooks them). The model is
+    in eval() throughout.
     """
     from robustlayers.layers import capture
 
     batch_size = validate_count(batch_size, name="batch_size")
+    if attack is None:
+        eps = resolve_eps(model, eps, data=x, what="psr")
+    x, y = split_data(x, y)
     keys = tuple(dict.fromkeys(_norm_key(p) for p in norms))
     shape = data_shape(model, x, input_shape)
     _, resolved = resolve_layers(model, selection, DEFAULT_SELECTION, shape)
     if attack is None:
         attack = default_psr_attack(eps, steps=steps, alpha=alpha, seed=seed)
-    x_adv, _, _ = run_attack(model, attack, x, y, batch_size=batch_size)
+    x_adv, _, _ = run_attack(model, attack, x, y, batch_size=batch_size,
+                             desc=f"psr{': ' + label if label else ''} (attack)")
     device = model_device(model)
     per_key = {k: [[] for _ in resolved.names] for k in keys}
     with eval_mode(model), torch.no_grad():
@@ -196,7 +204,7 @@ def psr(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, selection=None,
 @dataclass
 class PSRComparison:
     """PSR of several models on the same images, each attacked by its own perturbation
-    (SPEC §4.1), and where the dB gap between the reference model and each other opens."""
+    (EARLY §3.2), and where the dB gap between the reference model and each other opens."""
 
     results: dict[str, PSRResult]
     gaps: list[dict]
@@ -242,17 +250,25 @@ def psr_gap(reference: PSRResult, other: PSRResult, *, threshold_db: float = GAP
     }
 
 
-def compare_psr(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, *,
-                selection=None, attack: AttackFn | None = None, eps: float = 8 / 255,
+def compare_psr(models: dict[str, nn.Module], x, y=None, *,
+                selection=None, attack: AttackFn | None = None, eps: float | None = None,
                 steps: int = 100, alpha: float | None = None, norms=NORMS,
                 batch_size: int = 128, seed: int = 0, input_shape=None, bins: int = 30,
                 threshold_db: float = GAP_THRESHOLD_DB, gap_norm="2") -> PSRComparison:
     """PSR of every model on the same images ``x`` (each attacked by its own perturbation, with
     the same attack settings and seed), and the gap from the first model (the reference) to each
     other model. The gap "opens" at the first shared layer where |ΔdB| > ``threshold_db``
-    (3 dB by default: the perturbation-to-signal amplitude ratio differs by a factor √2)."""
+    (3 dB by default: the perturbation-to-signal amplitude ratio differs by a factor √2).
+    Data and ``eps`` as for :func:`psr` (the ε default must agree across the models)."""
     if not models:
         raise ValueError("compare_psr needs at least one model")
+    if attack is None and eps is None:
+        budgets = {resolve_eps(m, None, data=x, what="compare_psr") for m in models.values()}
+        if len(budgets) > 1:
+            raise ValueError(f"the models carry different default ε {sorted(budgets)}; pass "
+                             f"eps= so they are attacked with the same budget")
+        eps = budgets.pop()
+    x, y = split_data(x, y)
     gap_key = _norm_key(gap_norm)
     computed = tuple(dict.fromkeys(_norm_key(p) for p in norms))
     if gap_key not in computed:

@@ -1,21 +1,22 @@
-"""Intermediate-feature quantisation (SPECTRUM §4, App. C; SPEC §4.4 and §9).
+"""Intermediate-feature quantisation (SPECTRUM §4, App. C).
 
 q(x) = ⌊βx⌋/β applied element-wise to *all channels* of one intermediate tensor, inserted with a
 forward hook (output of a module) or forward pre-hook (input of a module). Placements:
 
 * ``conv0``            — output of the first conv layer in execution order (the stem conv,
-                         before its BN/ReLU, SPEC §9);
+                         before its BN/ReLU, as in SPECTRUM's released code);
 * ``layerN`` (a stage) — for residual stages whose last block has an ``act`` module: the *input*
-                         of that ``act`` = post-residual-add, pre-ReLU stage output (SPEC §9);
+                         of that ``act`` = post-residual-add, pre-ReLU stage output
+                         (SPECTRUM's released code);
                          otherwise the output of the stage's last activation module (e.g. the
                          small CNN's conv blocks), or the stage output when it does not end in
                          an activation (PreAct ResNet stages end in the residual add);
 * ``input:PATH`` / ``output:PATH`` / ``PATH`` — the input / output of any module path.
 
 Evaluation (SPECTRUM §4): clean accuracy; BPDA_δ — PGD-20 on the quantised model whose
-quantiser has a straight-through (identity) backward, "same ε and α as the model" (SPEC §9:
-SPECTRUM trains with α = (2/255)·ε/8 = ε/4), random start, the images then scored on the true
-⌊·⌋ forward; Transfer-PGD_δ-20 — SPECTRUM's test PGD-20 (α = ε/10, SPEC §9) on the unquantised
+quantiser has a straight-through (identity) backward, "same ε and α as the model" (SPECTRUM
+trains with α = (2/255)·ε/8 = ε/4), random start, the images then scored on the true
+⌊·⌋ forward; Transfer-PGD_δ-20 — SPECTRUM's test PGD-20 (α = ε/10, its released code) on the unquantised
 model, adversarial images quantised to 8 bit, evaluated on the quantised model; next to the
 unquantised model's clean and PGD-20 accuracy (the same test attack). Plain PGD on the quantised
 model (true ⌊·⌋ gradient = 0; BPDA's α, so only the backward differs) is reported at the default
@@ -34,17 +35,18 @@ import torch
 from torch import nn
 
 from robustlayers.analysis._common import (
-    attack_record, data_shape, is_activation, jsonable, make_pgd, split_data,
+    attack_record, data_shape, is_activation, jsonable, make_pgd, resolve_eps, split_data,
 )
 from robustlayers.attacks import describe_eps, quantize_8bit, straight_through
 from robustlayers.evaluate.metrics import clean_metrics
+from robustlayers.evaluate.progress import task
 from robustlayers.evaluate.robust import run_attack
 from robustlayers.evaluate.validate import validate_count
 
 DEFAULT_BETAS = (4, 6, 8, 10, 12)
 DEFAULT_BETA = 8
 BPDA_ALPHA_OVER_EPS = 0.25   # BPDA: "same ε and α as the model"; SPECTRUM trains with ε/4
-TEST_ALPHA_OVER_EPS = 0.1    # SPECTRUM's test PGD-20: α = ε/10 (SPEC §9)
+TEST_ALPHA_OVER_EPS = 0.1    # SPECTRUM's test PGD-20: α = ε/10 (its released code)
 _PASSIVE = {"maxpool2d", "avgpool2d", "adaptiveavgpool2d", "adaptivemaxpool2d", "dropout",
             "dropout2d", "flatten", "identity"}
 
@@ -289,8 +291,8 @@ def _score(cell: dict):
     return (_mean_over(cell["bpda"]), _mean_over(cell["transfer"]), cell["clean_accuracy"])
 
 
-def quantization_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, placements=None,
-                      betas=DEFAULT_BETAS, eps_grid=(8 / 255,), steps: int = 20,
+def quantization_grid(model: nn.Module, x, y=None, *, placements=None,
+                      betas=DEFAULT_BETAS, eps_grid=None, steps: int = 20,
                       bpda_alpha_over_eps: float = BPDA_ALPHA_OVER_EPS,
                       test_alpha_over_eps: float = TEST_ALPHA_OVER_EPS,
                       default_beta: float = DEFAULT_BETA, batch_size: int = 128, seed: int = 0,
@@ -299,7 +301,13 @@ def quantization_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pla
     App. C), the unquantised baseline, the plain-PGD gradient-masking demo at ``default_beta``
     (which must be one of ``betas``), and the best placement (highest mean BPDA accuracy).
     BPDA uses α = ``bpda_alpha_over_eps``·ε; the baseline and transfer attacks α =
-    ``test_alpha_over_eps``·ε (SPEC §9). Returns a JSON-able dict."""
+    ``test_alpha_over_eps``·ε (SPECTRUM's test PGD). ``eps_grid`` (the attack budgets δ)
+    defaults to the one ε of the model's run / dataset (``model.data_context``) or of a
+    TensorData, and is required when nothing says which. Data as for
+    :func:`robustlayers.analysis.psr`. Returns a JSON-able dict."""
+    if eps_grid is None:
+        eps_grid = (resolve_eps(model, None, data=x, what="quantization_grid (eps_grid)"),)
+    x, y = split_data(x, y)
     _check_grid(betas, eps_grid, default_beta)
     batch_size = validate_count(batch_size, name="batch_size")
     specs = list(placements) if placements else default_placements(model)
@@ -308,9 +316,14 @@ def quantization_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, pla
     attacks = GridAttacks(int(steps), float(test_alpha_over_eps), float(bpda_alpha_over_eps),
                           int(seed))
     base, transfer_images = _baseline(model, x, y, eps_grid, attacks, batch_size)
-    cells = [_cell(model, x, y, place, beta, eps_grid, attacks, transfer_images,
-                   float(beta) == float(default_beta), batch_size)
-             for place in resolved for beta in betas]
+    cells = []
+    with task(len(resolved) * len(betas), f"quantisation grid{': ' + label if label else ''}",
+              unit="cell") as bar:
+        for place in resolved:
+            for beta in betas:
+                cells.append(_cell(model, x, y, place, beta, eps_grid, attacks, transfer_images,
+                                   float(beta) == float(default_beta), batch_size))
+                bar.update(1)
     best = max(cells, key=_score)
     best_default = max((c for c in cells if c["beta"] == float(default_beta)), key=_score)
     return jsonable({
@@ -346,6 +359,6 @@ def _best_record(cell: dict, base: dict) -> dict:
 
 
 def quantization_analysis(model: nn.Module, data, **kwargs) -> dict:
-    """``quantization_grid`` on a TensorData or (x, y) pair."""
-    x, y = split_data(data)
-    return quantization_grid(model, x, y, **kwargs)
+    """``quantization_grid`` on anything it accepts as data (Dataset, DataLoader, TensorData,
+    ``(x, y)``)."""
+    return quantization_grid(model, data, **kwargs)

@@ -1,6 +1,6 @@
 """AutoAttack (Croce & Hein 2020) through the ``pyautoattack`` package - never reimplemented.
 
-Standard version: APGD-CE, APGD-T, FAB-T, Square (SPEC §2, RAT/CLAT tables). ``version="custom"``
+Standard version: APGD-CE, APGD-T, FAB-T, Square (Croce & Hein 2020; RAT/CLAT tables). ``version="custom"``
 with the default ``attacks=["apgd-ce", "apgd-t"]`` is the cheap subset: the first two attacks of
 the standard version with the standard version's per-attack settings (APGD-CE 1 restart x 100
 iterations, APGD-T 9 target classes x 100 iterations, FAB-T 9 targets, Square 5000 queries), so
@@ -47,13 +47,19 @@ class _Collect(logging.Handler):
 
 
 class AutoAttackAdapter(Attack):
-    """``AutoAttackAdapter(threat, version=..., attacks=..., seed=0)(model, x, y) -> x_adv``."""
+    """``AutoAttackAdapter(threat, version=..., attacks=..., seed=0)(model, x, y) -> x_adv``.
+
+    The budget may also be given directly, as in AutoAttack's own call:
+    ``AutoAttackAdapter(norm="Linf", eps=8/255, version="standard")``. ``version`` is one of
+    standard, custom, plus, rand (case-insensitive)."""
 
     name = "autoattack"
 
-    def __init__(self, threat: ThreatModel, *, version: str = "standard", attacks=None,
-                 seed: int = 0, batch_size: int = 250, settings: str = "standard"):
-        super().__init__(threat, seed=seed)
+    def __init__(self, threat: ThreatModel | None = None, *, eps=None, norm=None,
+                 version: str = "standard", attacks=None, seed: int = 0, batch_size: int = 250,
+                 settings: str = "standard"):
+        super().__init__(threat, eps=eps, norm=norm, seed=seed)
+        version = version.strip().lower() if isinstance(version, str) else version
         if settings not in SETTINGS:
             raise ValueError(f"unknown settings {settings!r}; choose one of {', '.join(SETTINGS)}")
         self.settings = settings

@@ -1,6 +1,6 @@
 """Input validation and model-mode handling shared by every attack and every evaluation entry
 point (architecture.md conventions: bad input raises ValueError naming the problem; attacks run
-the model in eval(), SPEC §2).
+the model in eval()).
 
 One rule set for a batch ``(x, y)``, used by :mod:`robustlayers.attacks` and
 :mod:`robustlayers.evaluate` alike:
@@ -94,7 +94,7 @@ def check_model(model):
 
 @contextmanager
 def attack_mode(model: nn.Module, train_mode: bool = False):
-    """Put ``model`` in eval() (SPEC §2) and restore every submodule's own mode afterwards."""
+    """Put ``model`` in eval() and restore every submodule's own mode afterwards."""
     if train_mode:
         yield model
         return

@@ -51,13 +51,20 @@ def resolve_layer_names(model, selection, input_shape=None) -> tuple[str, ...]:
     return names
 
 
-def _features(model, names, x, *, grad: bool) -> dict:
+def _features(model, names, x, *, grad: bool, cap=None) -> dict:
+    """Outputs of the modules ``names`` on one forward of ``x``; ``cap``: an open
+    ``FeatureCapture`` on those modules (hooks registered once per attack call), else one is
+    opened for this forward."""
     from robustlayers.layers import FeatureCapture
 
-    with FeatureCapture(model, list(names), what="output", detach=False) as cap:
-        with torch.set_grad_enabled(grad):
-            model(x)
-        feats = dict(cap.features)
+    if cap is None:
+        with FeatureCapture(model, list(names), what="output", detach=False) as own:
+            return _features(model, names, x, grad=grad, cap=own)
+    cap.features.clear()
+    with torch.set_grad_enabled(grad):
+        model(x)
+    feats = dict(cap.features)
+    cap.features.clear()
     missing = [n for n in names if n not in feats]
     if missing:
         raise ValueError(f"layers {missing} did not run in the forward pass, so they have no "
@@ -86,11 +93,16 @@ class FeaturePGD(GradientAttack):
     name = "feature-pgd"
     labels_required = False
 
-    def __init__(self, threat: ThreatModel, selection, *, steps: int = 10,
-                 alpha: float | None = None, random_start: bool = True, seed: int = 0,
-                 objective: Objective | None = None, train_mode: bool = False):
-        super().__init__(threat, steps=steps, alpha=alpha, random_start=random_start, seed=seed,
-                         train_mode=train_mode)
+    def __init__(self, threat: ThreatModel | None = None, selection=None, *, eps=None,
+                 norm=None, steps: int = 10, alpha=None, random_start: bool = True,
+                 seed: int = 0, objective: Objective | None = None, train_mode: bool = False,
+                 fold_bn="auto", channels_last="auto"):
+        super().__init__(threat, eps=eps, norm=norm, steps=steps, alpha=alpha,
+                         random_start=random_start, seed=seed, train_mode=train_mode,
+                         fold_bn=fold_bn, channels_last=channels_last)
+        if selection is None:
+            raise ValueError("FeaturePGD needs selection=<layer selection> (an expression such "
+                             "as 'kind:conv', a Selection or a list of module names)")
         if objective is not None and not callable(objective):
             raise ValueError(f"objective must be callable(feats_adv, feats_clean), got {objective!r}")
         if objective is None and not self.random_start:
@@ -100,27 +112,38 @@ class FeaturePGD(GradientAttack):
         self.objective_fn = objective or feature_l2
         self.loss = "feature-l2" if objective is None else getattr(objective, "__name__", "custom")
         if self.alpha is None:
-            self.alpha = 2.5 * threat.eps / self.steps
+            self.alpha = 2.5 * self.threat.eps / self.steps
 
     def config(self) -> dict:
         sel = self.selection
         sel = list(sel) if isinstance(sel, (list, tuple)) else str(getattr(sel, "expression", sel))
         return {**super().config(), "selection": sel}
 
+    def _keep_unfolded(self, model, x):
+        """The attacked layers: resolved once per call; a captured conv is never folded (its
+        output would become its batch-norm's), a captured batch-norm may be (its path then holds
+        an identity whose output is the batch-norm's)."""
+        self._names = resolve_layer_names(model, self.selection, tuple(x.shape[1:]))
+        return self._names
+
     def _perturb(self, model, x, y, generator):
-        names = resolve_layer_names(model, self.selection, tuple(x.shape[1:]))
-        clean = {k: v.detach() for k, v in _features(model, names, x, grad=False).items()}
-        delta = self.start(x, generator)
+        from robustlayers.layers import FeatureCapture
+        from robustlayers.layers.compiled import unwrap
 
-        def fn(d):
-            return _evaluate(self.objective_fn, _features(model, names, x + d, grad=True), clean,
-                             len(x))
+        names, model = self._names, unwrap(model)  # compiled code would not see the hooks
+        with FeatureCapture(model, list(names), what="output", detach=False) as cap:
+            clean = {k: v.detach() for k, v in
+                     _features(model, names, x, grad=False, cap=cap).items()}
+            delta = self.start(x, generator)
 
-        for k in range(self.steps):
-            grad = self.gradient(fn, delta)
-            if k == 0:
+            def fn(d):
+                return _evaluate(self.objective_fn,
+                                 _features(model, names, x + d, grad=True, cap=cap), clean, len(x))
+
+            for _ in range(self.steps):
+                grad = self.gradient(fn, delta)
                 self._note_zero_grads(grad)
-            delta = self.step(x, delta, grad, self.alpha).detach()
+                delta = self.step(x, delta, grad, self.alpha).detach()
         self.last_report["layers"] = list(names)
         return x + delta
 
@@ -134,7 +157,9 @@ def feature_distance(model, selection, x: torch.Tensor, x_adv: torch.Tensor, *,
     if x.shape != x_adv.shape:
         raise ValueError(f"x and x_adv shapes differ: {tuple(x.shape)} vs {tuple(x_adv.shape)}")
     names = resolve_layer_names(model, selection, tuple(x.shape[1:]))
+    from robustlayers.layers.compiled import unwrap
+
     with attack_mode(model), torch.no_grad():
-        clean = _features(model, names, x, grad=False)
-        adv = _features(model, names, x_adv, grad=False)
+        clean = _features(unwrap(model), names, x, grad=False)
+        adv = _features(unwrap(model), names, x_adv, grad=False)
         return _evaluate(objective or feature_l2, adv, clean, len(x))

@@ -1,4 +1,5 @@
-"""Projected gradient descent (Madry et al.), ℓ∞ and ℓ2, with restarts (SPEC §2).
+"""Projected gradient descent (Madry et al. 2018, "Towards Deep Learning Models Resistant to
+Adversarial Attacks"), ℓ∞ and ℓ2, with restarts.
 
 ℓ∞: δ₀ ~ U(−ε, ε) (or 0); δ ← clip_ε(δ + α·sign(∇_δ L(f(x+δ), y))); x+δ kept in [0, 1].
 ℓ2 (RAT): δ ← Π_{‖·‖₂≤ε}(δ + α·∇/‖∇‖₂), per example.
@@ -22,21 +23,28 @@ class PGD(GradientAttack):
     CLAT: ε=0.03, α=0.007, 10 steps. RAT ℓ2: ε=128/255, α=15/255.
     ``loss="cw"`` is the margin max_{j≠y} z_j − z_y; ``targeted=True`` makes y the target class
     and minimises the loss. ``train_mode=True`` leaves the model's mode alone (default: eval()).
+
+    The budget is a ThreatModel or given directly: ``PGD(ThreatModel("linf", 8/255), steps=10)``
+    equals ``PGD(eps=8/255, alpha=2/255, steps=10)`` (torchattacks' call) and
+    ``PGD(eps="8/255", norm="Linf", alpha="2/255", steps=10)``. ``fold_bn`` / ``channels_last``:
+    see :class:`~robustlayers.attacks.base.GradientAttack`.
     """
 
     name = "pgd"
 
-    def __init__(self, threat: ThreatModel, *, steps: int = 10, alpha: float | None = None,
-                 random_start: bool = True, restarts: int = 1, loss: str = "ce",
-                 targeted: bool = False, seed: int = 0, train_mode: bool = False):
-        super().__init__(threat, steps=steps, alpha=alpha, random_start=random_start,
-                         restarts=restarts, loss=loss, targeted=targeted, seed=seed,
-                         train_mode=train_mode)
+    def __init__(self, threat: ThreatModel | None = None, *, eps=None, norm=None,
+                 steps: int = 10, alpha=None, random_start: bool = True, restarts: int = 1,
+                 loss: str = "ce", targeted: bool = False, seed: int = 0,
+                 train_mode: bool = False, fold_bn="auto", channels_last="auto"):
+        super().__init__(threat, eps=eps, norm=norm, steps=steps, alpha=alpha,
+                         random_start=random_start, restarts=restarts, loss=loss,
+                         targeted=targeted, seed=seed, train_mode=train_mode, fold_bn=fold_bn,
+                         channels_last=channels_last)
         if self.restarts > 1 and not self.random_start:
             raise ValueError("restarts > 1 needs random_start=True (every restart would start "
                              "from δ=0 and give the same result)")
         if self.alpha is None:
-            self.alpha = 2.5 * threat.eps / self.steps
+            self.alpha = 2.5 * self.threat.eps / self.steps
 
     def run_once(self, model, x, y, generator) -> torch.Tensor:
         """One restart; returns δ (last iterate)."""
@@ -45,10 +53,9 @@ class PGD(GradientAttack):
         def loss_fn(d):
             return self.objective(model(x + d), y)
 
-        for k in range(self.steps):
+        for _ in range(self.steps):
             grad = self.gradient(loss_fn, delta)
-            if k == 0:
-                self._note_zero_grads(grad)
+            self._note_zero_grads(grad)  # first step of the call only, no sync
             delta = self.step(x, delta, grad, self.alpha).detach()
         return delta
 
@@ -62,13 +69,11 @@ class PGD(GradientAttack):
         best = self.run_once(model, x, y, generator)
         if self.restarts == 1:
             return x + best
-        report = self.last_report
         best_hit, best_loss = self._score(model, x, y, best)
         for _ in range(self.restarts - 1):
             delta = self.run_once(model, x, y, generator)
             hit, loss = self._score(model, x, y, delta)
             better = (hit & ~best_hit) | ((hit == best_hit) & (loss > best_loss))
-            best[better] = delta[better]
+            best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), delta, best)  # no sync
             best_hit, best_loss = best_hit | hit, torch.where(better, loss, best_loss)
-        self.last_report = report  # zero-grad fraction of the first restart
         return x + best

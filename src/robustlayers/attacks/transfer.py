@@ -1,4 +1,4 @@
-"""Transfer attacks: craft on a source model, evaluate on a target (SPEC §2).
+"""Transfer attacks: craft on a source model, evaluate on a target (SPECTRUM §4, CLAT Tables 3-4).
 
 * Transfer PGD (SPECTRUM §4, Croce et al. 2022): attack the model *without* the quantiser and
   feed the images to the model *with* it; SPECTRUM §9 quantises the images to 8 bit first

@@ -5,7 +5,8 @@ Exit status: 0 success; 2 bad input (a usage error: wrong option, value, path or
 that failed on valid input (corrupt run files, a database or disk error, an internal error);
 130 Ctrl-C; 141 stdout closed early (``robustlayers models --json | head -1``), quietly. With
 ``--json`` an error is also printed to stdout as ``{"error", "kind", "exit_code", "command"}``.
-``--debug`` (anywhere on the command line) adds the Python traceback.
+``--debug`` (anywhere on the command line) adds the Python traceback. :func:`main` returns the
+status, except for command-line parse errors, which raise ``SystemExit(2)`` as argparse does.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             code = int(args._run(args) or 0)
             sys.stdout.flush()
             return code
-        except UsageError as err:
-            return _report(err, prefix, command, debug=debug, as_json=as_json, usage=err.usage)
+        except UsageError as err:  # exits like argparse does (callers may expect SystemExit)
+            raise SystemExit(_report(err, prefix, command, debug=debug, as_json=as_json,
+                                     usage=err.usage)) from None
         except BrokenPipeError:
             _silence_stdout()
             return EXIT_BROKEN_PIPE

@@ -59,6 +59,10 @@ _FLAGS = {
     "device": (str, "cpu, cuda or auto"),
     "out": (str, "run directory to create"),
     "runs_root": (str, "folder new run directories go under (default: runs)"),
+    "normalize": (str, "input normalisation inside the model: dataset (default), none (raw "
+                       "[0, 1] inputs, e.g. TRADES checkpoints) or MEAN/STD"),
+    "log": (str, "experiment trackers, comma-separated: tensorboard, mlflow"),
+    "log_uri": (str, "MLflow tracking URI (default: a local store in the run directory)"),
 }
 
 
@@ -66,9 +70,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train", help="train a model (natural, PGD-AT, TRADES, MART, AWP, Fast-AT)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from robustlayers.train.config import TrainConfig
+
+    defaults = TrainConfig()
     for dest, (kind, text) in _FLAGS.items():
+        default = getattr(defaults, dest)
+        shown = "" if default in (None, [], "") or "default" in text else \
+            f" (default: {default})"
         parser.add_argument("--" + dest.replace("_", "-"), dest=dest, type=kind, default=None,
-                            help=text, metavar=dest.upper())
+                            help=text + shown, metavar=dest.upper())
     parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov SGD")
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                         help="no data augmentation")

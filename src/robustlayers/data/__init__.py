@@ -1,7 +1,7 @@
 """Datasets for robustlayers: registry, readers of the publishers' formats, in-memory batches.
 
 Images are float32 NCHW tensors in [0, 1]; labels int64 (architecture.md, "data"). Default
-dataset: Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (SPEC §8).
+dataset: Fashion-MNIST from the Debian package ``dataset-fashion-mnist``.
 """
 
 from .batches import AUGMENTS, augment_batch, epoch_generator, iter_batches, num_batches

@@ -5,7 +5,7 @@ Order and augmentation of one epoch are a deterministic function of ``(seed, epo
 permutation and then, batch after batch, the crop offsets and flip decisions. A training run can
 therefore resume mid-run with no loader state, and results do not depend on the device.
 
-Augmentations (the standard CIFAR recipe used by the papers' code, SPEC §9):
+Augmentations (the standard CIFAR recipe used by the papers' code):
 - ``crop``: random 32x32 (or HxW) crop of the image zero-padded by 4 pixels on every side,
   vectorised with per-example index grids (no Python loop over examples);
 - ``crop_flip``: ``crop`` then a horizontal flip of each example with probability 0.5;

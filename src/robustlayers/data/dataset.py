@@ -1,9 +1,10 @@
-"""Loading datasets from the publishers' files into in-memory tensors (SPEC §8).
+"""Loading datasets from the publishers' files into in-memory tensors.
 
 ``load_dataset`` finds the files (``data_dir`` or its ``<subdir>``; without ``data_dir`` the
 dataset's default folder, then ``$ROBUSTLAYERS_DATA_DIR`` or ``~/.cache/robustlayers/data``),
 reads them with :mod:`robustlayers.data.readers`, and returns a :class:`TensorData` of float32
-NCHW images in [0, 1] and int64 labels. Nothing is downloaded unless ``download=True``.
+NCHW images in [0, 1] and int64 labels. A ``subset`` is taken from the raw uint8 arrays, before
+the conversion to float32. Nothing is downloaded unless ``download=True``.
 """
 
 from __future__ import annotations
@@ -60,25 +61,40 @@ class TensorData:
         Deterministic in (n, seed): the indices are the first ``n`` of a permutation drawn from a
         CPU ``torch.Generator`` seeded with ``seed``, then sorted.
         """
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 < n <= len(self):
-            raise DataError(f"subset size must be an int in 1..{len(self)} (the number of "
-                            f"examples to keep), got {n!r}")
-        n = int(n)
-        if n == len(self):
+        idx = subset_indices(len(self), n, seed)
+        if idx is None:
             return self
-        gen = torch.Generator().manual_seed(int(seed))
-        idx = torch.randperm(len(self), generator=gen)[:n].sort().values
         idx = idx.to(self.x.device)
         return replace(self, x=self.x[idx], y=self.y[idx])
 
 
+def subset_indices(total: int, n: int, seed: int = 0) -> torch.Tensor | None:
+    """The sorted indices of a seeded random subset of ``n`` of ``total`` examples (the first
+    ``n`` of a permutation drawn from a CPU generator seeded with ``seed``); None when
+    ``n == total`` (everything, in order). DataError unless n is an int in 1..total."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 < n <= total:
+        raise DataError(f"subset size must be an int in 1..{total} (the number of examples to "
+                        f"keep), got {n!r}")
+    n = int(n)
+    if n == total:
+        return None
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(total, generator=gen)[:n].sort().values
+
+
 def _to_tensor_data(images: np.ndarray, labels: np.ndarray, info: DatasetInfo, split: str,
-                    source: Path) -> TensorData:
+                    source: Path, *, subset: int | None = None, seed: int = 0) -> TensorData:
+    """Check the raw uint8 arrays, keep the ``subset`` (:func:`subset_indices`) and only then
+    convert the kept images to float32 in [0, 1], so a subset never costs the whole split."""
     if tuple(images.shape[1:]) != info.shape:
         raise DataError(f"{source}: images have shape {tuple(images.shape[1:])}, "
                         f"{info.name} needs {info.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= info.num_classes):
         raise DataError(f"{source}: labels outside 0..{info.num_classes - 1}")
+    if subset is not None:
+        idx = subset_indices(len(labels), subset, seed)
+        if idx is not None:
+            images, labels = images[idx.numpy()], labels[idx.numpy()]
     x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
     y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
     return TensorData(x=x, y=y, info=info, split=split, source=str(source))
@@ -177,8 +193,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: PathLike | None =
     _check_split(info, split)
     folder = find_files(info, split, data_dir, download=download)
     images, labels = _read_split(info, split, folder)
-    data = _to_tensor_data(images, labels, info, split, folder)
-    return data.subset(subset, seed) if subset is not None else data
+    return _to_tensor_data(images, labels, info, split, folder, subset=subset, seed=seed)
 
 
 def load_corruption(data_dir: PathLike | None, corruption: str, severity: int | None = None,
@@ -199,8 +214,7 @@ def load_corruption(data_dir: PathLike | None, corruption: str, severity: int | 
     folder = find_files(info, "test", data_dir, download=download, files=needed)
     images, labels = readers.read_cifar10c(folder, corruption, severity)
     split = f"{corruption}-{severity if severity is not None else 'all'}"
-    data = _to_tensor_data(images, labels, info, split, folder)
-    return data.subset(subset, seed) if subset is not None else data
+    return _to_tensor_data(images, labels, info, split, folder, subset=subset, seed=seed)
 
 
 def available_corruptions(data_dir: PathLike | None = None) -> dict[str, str]:

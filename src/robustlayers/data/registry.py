@@ -2,8 +2,8 @@
 
 Each entry fixes the facts a study needs before touching a file: tensor shape (C, H, W), class
 names, the per-channel mean/std the model's ``normalize`` module uses, the default ℓ∞ budget and
-PGD step size in input units (SPEC §2, §9; RAT uses α = 1/255 on SVHN), the default augmentation,
-and where the publisher's files live and how they are laid out (SPEC §8).
+PGD step size in input units (RAT uses α = 1/255 on SVHN), the default augmentation,
+and where the publisher's files live and how they are laid out.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evaluation: clean and robust accuracy/loss, ε sweeps, corruptions, transfer, sanity checks.
 
-Implements the evaluation protocol of SPEC §6: every robustness number carries its attack
+Implements the evaluation protocol of the papers (EARLY, SPECTRUM, CLAT, RAT): every robustness number carries its attack
 configuration; accuracy *and* loss are reported (EARLY); the per-example worst case over an
 ensemble of attacks; sanity checks that flag likely gradient masking and fail loudly.
 
@@ -40,3 +40,8 @@ __all__ = [
     "training_modules", "transfer_matrix", "validate_batch", "validate_count", "validate_eps",
     "validate_eps_list", "validate_images", "validate_labels", "validate_model", "validate_step",
 ]
+
+# robustlayers.evaluate(...) calls evaluate_model(...): the package object itself is callable
+from robustlayers import _make_callable  # noqa: E402
+
+_make_callable("evaluate")

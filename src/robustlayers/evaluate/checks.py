@@ -1,4 +1,6 @@
-"""The individual sanity checks of a robustness evaluation (SPEC §6: "flag likely gradient masking").
+"""The individual sanity checks of a robustness evaluation: they flag likely gradient masking
+(Athalye et al., Obfuscated Gradients Give a False Sense of Security, 2018; Carlini et al., On
+Evaluating Adversarial Robustness, 2019).
 
 Each ``check_*`` returns a :class:`SanityCheck` naming what failed and what to do about it.
 Thresholds (documented here, used everywhere):
@@ -106,7 +108,7 @@ def check_no_rise(name: str, base_label: str, base_acc: float, other_label: str,
 
 def check_eps_monotone(eps, accuracy, n: int) -> SanityCheck:
     """Accuracy must be non-increasing in ε: each point is compared to the lowest accuracy at
-    any smaller ε (SPEC §6)."""
+    any smaller ε."""
     pairs = sorted(zip(map(float, eps), map(float, accuracy)))
     worst = None
     for j in range(1, len(pairs)):
@@ -143,7 +145,7 @@ def check_large_eps(accuracy: float, *, n: int, num_classes: int, eps: float,
 
 
 def check_more_steps(acc_few: float, acc_many: float, n: int, *, steps=("k", "2k")) -> SanityCheck:
-    """PGD with more steps must not have higher accuracy (SPEC §6)."""
+    """PGD with more steps must not have higher accuracy."""
     return check_no_rise(
         "more_steps", f"PGD-{steps[0]}", acc_few, f"PGD-{steps[1]}", acc_many, n,
         "more attack steps raised accuracy: " + MASKING + "; or the step size is too large to "
@@ -152,7 +154,7 @@ def check_more_steps(acc_few: float, acc_many: float, n: int, *, steps=("k", "2k
 
 def check_more_restarts(acc_one: float, acc_many: float, n: int, *, restarts=(1, "r")
                         ) -> SanityCheck:
-    """PGD with more random restarts must not have higher accuracy (SPEC §6)."""
+    """PGD with more random restarts must not have higher accuracy."""
     return check_no_rise(
         "more_restarts", f"{restarts[0]} restart(s)", acc_one, f"{restarts[1]} restarts",
         acc_many, n, "more restarts raised accuracy: the restart selection or seeding is broken, "

@@ -1,4 +1,4 @@
-"""Common-corruption accuracy on CIFAR-10-C (SPEC §6, §8; SPECTRUM §9).
+"""Common-corruption accuracy on CIFAR-10-C (SPECTRUM §6).
 
 Layout (Hendrycks & Dietterich, as published): ``<corruption>.npy`` of shape (N, 32, 32, 3)
 uint8 holding severities 1..5 as five consecutive equal blocks (N = 50 000 for the real data),
@@ -44,7 +44,7 @@ def corruption_accuracy(model: nn.Module, data_dir, *, corruptions=None,
                         batch_size: int = 256) -> dict:
     """Accuracy (and loss) of ``model`` on CIFAR-10-C.
 
-    ``corruptions`` defaults to the 19 of SPECTRUM §9; ``n_examples`` keeps the first n images
+    ``corruptions`` defaults to the 19 of SPECTRUM §6; ``n_examples`` keeps the first n images
     of every severity block (the same underlying test images in every cell). Returns::
 
         {"per_corruption_severity": {c: {"1": {"accuracy", "loss", "n"}, ...}},

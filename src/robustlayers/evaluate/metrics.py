@@ -1,6 +1,6 @@
-"""Clean accuracy and loss, and per-example helpers every evaluation builds on (SPEC §6).
+"""Clean accuracy and loss, and per-example helpers every evaluation builds on.
 
-The model runs in ``eval()`` (batch-norm statistics frozen, SPEC §2) and every submodule's own
+The model runs in ``eval()`` (batch-norm statistics frozen) and every submodule's own
 mode is restored afterwards. Loss is the mean cross-entropy of the logits; EARLY argues that the
 loss, not the accuracy, is the informative number once accuracy is near zero, so both are always
 reported.
@@ -92,7 +92,7 @@ def summarize(correct: torch.Tensor, loss: torch.Tensor) -> dict:
 
 def clean_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                   batch_size: int = 256) -> dict:
-    """Clean accuracy (fraction in [0, 1]), mean cross-entropy loss and n (SPEC §6)."""
+    """Clean accuracy (fraction in [0, 1]), mean cross-entropy loss and n."""
     correct, loss = per_example_metrics(model, x, y, batch_size=batch_size)
     return summarize(correct, loss)
 

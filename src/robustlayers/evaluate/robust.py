@@ -1,8 +1,8 @@
-"""Robust accuracy and loss per attack, and the per-example worst case over an ensemble (SPEC §6).
+"""Robust accuracy and loss per attack, and the per-example worst case over an ensemble.
 
 For every attack: accuracy and mean cross-entropy on the adversarial inputs (EARLY: the loss
 stays informative when accuracy is near zero), wall-clock seconds, the attack's full
-configuration (every robustness number carries it, SPEC §6), the largest perturbation it made
+configuration (every robustness number carries it), the largest perturbation it made
 and any report the attack left (``attack.last_report``, e.g. AutoAttack's check flags).
 
 Worst case: an example counts as robust only if it is classified correctly on the clean input
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .inputs import as_tensors
+from .progress import show_progress, task
 from .metrics import batches, eval_mode, model_device, per_example_metrics, summarize, \
     training_modules
 from .validate import validate_batch, validate_count, validate_model
@@ -56,11 +58,14 @@ def _merge_reports(reports: list[tuple[int, dict]]) -> dict:
 
 
 def run_attack(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, *,
-               batch_size: int = 256) -> tuple[torch.Tensor, float, dict]:
+               batch_size: int = 256, desc: str | None = None
+               ) -> tuple[torch.Tensor, float, dict]:
     """Run ``attack(model, xb, yb)`` batch by batch on the model's device.
 
     Returns ``(x_adv on x's device, seconds, merged attack report)``. An attack output of the
-    wrong shape, with NaN/inf or outside [0, 1] raises ValueError naming the attack.
+    wrong shape, with NaN/inf or outside [0, 1] raises ValueError naming the attack. Inside
+    :func:`robustlayers.evaluate.progress.show_progress` a bar (``desc``, default the attack's
+    name) counts the batches.
     """
     device = model_device(model, x.device)
     out, reports = [], []
@@ -68,6 +73,17 @@ def run_attack(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, *,
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
+    n_batches = -(-len(x) // batch_size)
+    with task(n_batches, desc or str(label)) as bar:
+        _attack_batches(model, attack, x, y, batch_size, device, label, out, reports, bar)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return torch.cat(out), seconds, _merge_reports(reports)
+
+
+def _attack_batches(model, attack, x, y, batch_size, device, label, out, reports, bar) -> None:
+    """The batch loop of :func:`run_attack`: checked adversarial batches appended to ``out``."""
     for s in batches(len(x), batch_size):
         xb, yb = x[s].to(device), y[s].to(device)
         adv = attack(model, xb, yb)
@@ -83,10 +99,7 @@ def run_attack(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, *,
         if isinstance(report, dict) and report:
             reports.append((len(xb), dict(report)))
         out.append(adv.to(x.device, x.dtype))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return torch.cat(out), seconds, _merge_reports(reports)
+        bar.update(1)
 
 
 def perturbation_size(x_adv: torch.Tensor, x: torch.Tensor) -> dict:
@@ -157,7 +170,8 @@ def evaluate_attack(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, 
     config = attack_config(attack)
     name = name or str(config.get("name", type(attack).__name__))
     with eval_mode(model):
-        x_adv, seconds, report = run_attack(model, attack, x, y, batch_size=batch_size)
+        x_adv, seconds, report = run_attack(model, attack, x, y, batch_size=batch_size,
+                                            desc=f"attack {name}")
     correct, losses = per_example_metrics(model, x_adv, y, batch_size=batch_size, validate=False)
     stats = summarize(correct, losses)
     return AttackResult(name=name, accuracy=stats["accuracy"], loss=stats["loss"], n=stats["n"],
@@ -166,20 +180,30 @@ def evaluate_attack(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, 
                         losses=losses)
 
 
-def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict, *,
-                   batch_size: int = 256) -> EvaluationResult:
-    """Clean numbers, each attack's numbers and the per-example worst case (SPEC §6).
+def evaluate_model(model: nn.Module, x, y=None, attacks: dict | None = None, *,
+                   batch_size: int = 256, progress: bool | None = None) -> EvaluationResult:
+    """Clean numbers, each attack's numbers and the per-example worst case.
 
     ``attacks`` maps a display name to an attack (``robustlayers.attacks.Attack`` or any
-    callable ``(model, x, y) -> x_adv``). The model is evaluated and attacked in ``eval()``; the
-    submodules that were in training mode at call time are recorded (the sanity check
-    ``train_mode`` flags them) and every mode is restored.
+    callable ``(model, x, y) -> x_adv``). The data is ``x, y`` tensors or, with ``y`` left out,
+    a Dataset, DataLoader, TensorData or ``(x, y)`` pair
+    (``evaluate_model(model, loader, {"pgd": PGD(eps=8/255)})``). The model is evaluated and
+    attacked in ``eval()``; the submodules that were in training mode at call time are recorded
+    (the sanity check ``train_mode`` flags them) and every mode is restored. ``progress=True``
+    shows a bar per attack on stderr (None: as set by ``show_progress``).
     """
+    if isinstance(y, dict) and attacks is None:
+        y, attacks = None, y
+    if progress is not None:
+        with show_progress(progress):
+            return evaluate_model(model, x, y, attacks, batch_size=batch_size)
+    x, y = as_tensors(x, y)
     validate_model(model)
     batch_size = validate_count(batch_size, name="batch_size")
     x, y = validate_batch(x, y)
     if not isinstance(attacks, dict):
-        raise ValueError(f"attacks must be a dict name -> attack, got {type(attacks).__name__}")
+        raise ValueError(f"attacks must be a dict name -> attack, e.g. {{'pgd-20': "
+                         f"PGD(eps=8/255, steps=20)}}; got {type(attacks).__name__}")
     for key, attack in attacks.items():
         if not callable(attack):
             raise ValueError(f"attack {key!r} is not callable (expected attack(model, x, y))")

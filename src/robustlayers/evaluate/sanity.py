@@ -1,4 +1,5 @@
-"""Sanity checks reported with every evaluation, failing loudly when violated (SPEC §6).
+"""Sanity checks reported with every evaluation, failing loudly when violated (after Carlini
+et al., On Evaluating Adversarial Robustness, 2019).
 
 :func:`run_sanity_checks` runs them all on one model and example set:
 

@@ -1,4 +1,4 @@
-"""Accuracy and loss against a sweep of ε (SPEC §6; SPECTRUM's spectrum of budgets).
+"""Accuracy and loss against a sweep of ε (SPECTRUM's spectrum of budgets).
 
 ``attack_factory(eps) -> attack`` builds the attack for each budget, so step size and steps can
 scale with ε (SPECTRUM: α = (ε/8)·2/255). ε = 0 is evaluated as the clean input (no attack is

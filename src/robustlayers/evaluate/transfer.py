@@ -1,4 +1,4 @@
-"""Black-box transfer matrix (SPEC §2, §6; CLAT Tables 3–4).
+"""Black-box transfer matrix (CLAT Tables 3–4).
 
 ``matrix[source][target]`` is the accuracy of ``target`` on adversarial examples crafted with
 ``attack`` on ``source``; the diagonal is the white-box accuracy. A transfer (off-diagonal)

@@ -1,4 +1,4 @@
-"""Input validation shared by every evaluation entry point (SPEC §2, §6; docs/architecture.md).
+"""Input validation shared by every evaluation entry point (docs/architecture.md).
 
 Conventions: images are float NCHW tensors in [0, 1] (normalisation lives inside the model),
 finite, one integer label per image; budgets ε ≥ 0; step sizes > 0; step counts ≥ 1. A violation

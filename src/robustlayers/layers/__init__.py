@@ -1,4 +1,4 @@
-"""The spine of robustlayers: layer map, selection, and operations on a selection (SPEC §3).
+"""The spine of robustlayers: layer map, selection, and operations on a selection .
 
 A *layer* is a leaf module with parameters, named by its dotted module path; the layer map lists
 them in forward execution order; a selection (text or Python) picks a subset that every analysis

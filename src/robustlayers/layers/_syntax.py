@@ -22,7 +22,9 @@ _OPERATORS = {"|": "|", "+": "|", "&": "&", "-": "-"}
 
 def short(text: str, limit: int = 80) -> str:
     """``repr(text)``, cut to about ``limit`` characters for error messages."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"… ({len(text)} characters)"
 
 
 def tree_depth(node) -> int:

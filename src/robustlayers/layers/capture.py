@@ -12,6 +12,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from robustlayers.layers.compiled import unwrap
 from robustlayers.layers.selection import ResolvedSelection, SelectionError, closest, select
 
 WHAT = ("output", "input")
@@ -20,7 +21,7 @@ WHAT = ("output", "input")
 def resolve_module(model: nn.Module, name: str) -> nn.Module:
     """Any module of ``model`` by dotted path (layers, containers, activations); an unknown path
     is an error listing the closest valid paths."""
-    modules = dict(model.named_modules())
+    modules = dict(unwrap(model).named_modules())
     if name in modules and name:
         return modules[name]
     raise SelectionError(f"model has no module {name!r}; closest: "
@@ -65,7 +66,7 @@ class FeatureCapture:
         return lambda _m, inputs: keep(inputs)
 
     def __enter__(self) -> "FeatureCapture":
-        modules = dict(self.model.named_modules())
+        modules = dict(unwrap(self.model).named_modules())
         try:
             for name in self.names:
                 module = modules[name]
@@ -99,10 +100,11 @@ def capture(model: nn.Module, selection, x: torch.Tensor, *, what: str = "output
             detach: bool = True) -> dict[str, torch.Tensor]:
     """One forward pass of ``x``; returns {module name: captured tensor} in selection order."""
     with FeatureCapture(model, selection, what=what, detach=detach) as cap:
+        run = unwrap(model)  # hooks added after torch.compile are not seen by the compiled code
         if detach:
             with torch.no_grad():
-                model(x)
+                run(x)
         else:
-            model(x)
+            run(x)
     cap.ordered()
     return {name: cap.features[name] for name in cap.names}

@@ -1,10 +1,14 @@
 """The layer map: every parameterised leaf module of a model, in forward execution order.
 
-A *layer* (SPEC §3) is a module with parameters of its own and no child modules — convolutions,
+A *layer* is a module with parameters of its own and no child modules — convolutions,
 linear layers, batch-norm and other normalisation layers. It is named by its dotted path from
 ``named_modules()``. The order is the order in which the layers run on one dummy batch, found with
 forward hooks; for a CIFAR ResNet this reproduces EARLY's linearisation (a block's shortcut conv
-and BN come right after the block's ``bn2``), giving the 41 layers of a ResNet-18 (SPEC §9).
+and BN come right after the block's ``bn2``), giving the 41 layers of a ResNet-18.
+
+A model wrapped by ``torch.compile`` is mapped through the module it wraps
+(:func:`robustlayers.layers.compiled.unwrap`), so its layers keep their names (``conv1``, not
+``_orig_mod.conv1``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Iterator
 
 import torch
 from torch import nn
+
+from robustlayers.layers.compiled import unwrap
 
 _KINDS: tuple[tuple[type, str], ...] = (
     (nn.modules.conv._ConvNd, "conv"),
@@ -40,7 +46,7 @@ def layer_kind(module: nn.Module) -> str:
 
 
 def is_layer(module: nn.Module) -> bool:
-    """A layer is a leaf module that owns parameters (SPEC §3)."""
+    """A layer is a leaf module that owns parameters ."""
     has_children = next(module.children(), None) is not None
     has_params = next(module.parameters(recurse=False), None) is not None
     return has_params and not has_children
@@ -160,6 +166,7 @@ def _structure(model: nn.Module) -> tuple:
 def layer_map(model: nn.Module, input_shape=None) -> LayerMap:
     """The layer map of ``model``, cached per model object and rebuilt when its module structure
     or the input shape changes (selections are resolved often, e.g. once per attack call)."""
+    model = unwrap(model)
     cached = _CACHE.get(model)
     if input_shape is None and getattr(model, "input_shape", None) is None and cached is not None:
         input_shape = cached[0]  # the shape this model's map was last built with
@@ -179,7 +186,9 @@ def build_layer_map(model: nn.Module, input_shape=None) -> LayerMap:
     mode restored afterwards) and list its layers in the order they first ran.
 
     Layers that never ran come last, flagged ``executed=False``, so that nothing is hidden.
+    A ``torch.compile`` wrapper is mapped through the module it wraps (not compiled here).
     """
+    model = unwrap(model)
     shape = _input_shape(model, input_shape)
     candidates = [(name, m) for name, m in model.named_modules() if name and is_layer(m)]
     if not candidates:

@@ -1,6 +1,7 @@
 """Layer selections: which layers a method acts on, as text and as a Python API.
 
-Every layer-wise method of the five papers is "do X to these layers" (SPEC §3), so every method
+Every layer-wise method of EARLY (Bakiskan et al., Early Layers Are More Important For
+Adversarial Robustness), SPECTRUM, CLAT and RAT is "do X to these layers", so every method
 takes a selection. A selection is written as text so that it can live in configs, run records
 and sweep axes, and resolves against a concrete model into an ordered, immutable list of layers.
 
@@ -21,7 +22,7 @@ Text syntax (terms joined by operators, parentheses allowed)::
 
 An exact name or term that matches nothing is an error listing the closest valid names; so is a
 whole expression that resolves to no layer (a selection that silently matches nothing once made a
-released RAT experiment train the wrong layers — SPEC §9).
+released RAT experiment train the wrong layers).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from robustlayers.layers._syntax import (
     POSITIONAL, Op, Parser, SelectionError, Term, Where, make_op, render, short,
 )
 from robustlayers.errors import describe_value
+from robustlayers.layers.compiled import unwrap
 from robustlayers.layers.layermap import LayerInfo, LayerMap, layer_map
 
 def closest(name: str, choices: Iterable[str], n: int = 5) -> str:
@@ -154,7 +156,7 @@ class ResolvedSelection:
         return tuple(info.name for info in self.layers)
 
     def modules(self, model: nn.Module) -> dict[str, nn.Module]:
-        found = dict(model.named_modules())
+        found = dict(unwrap(model).named_modules())
         return {name: found[name] for name in self.names}
 
     def __len__(self) -> int:

@@ -1,6 +1,6 @@
 """Freeze, unfreeze, re-initialise and count the parameters of a layer selection.
 
-Batch-norm rule (EARLY §3.1, SPEC §3): freezing sets ``requires_grad=False`` on a layer's own
+Batch-norm rule (EARLY §3.1): freezing sets ``requires_grad=False`` on a layer's own
 weight and bias only, so a frozen BN layer keeps its affine parameters fixed while its running
 mean/variance keep updating whenever the model trains in ``train()`` mode and are never reset.
 Re-initialising calls ``reset_parameters()``, which for BN also resets the running statistics.

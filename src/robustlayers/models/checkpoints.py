@@ -32,7 +32,10 @@ from robustlayers.runs.atomic import atomic_safetensors_save
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 STRIPPABLE_PREFIXES = ("module.", "model.", "net.")
 _NORM_MODULES = {"normalize", "normalizer", "normalization", "norm", "norm_layer", "data_normalize"}
-_NORM_BUFFERS = {"mean", "std", "mu", "sigma"}
+_MEAN_BUFFERS = {"mean", "mu", "new_mean"}
+_STD_BUFFERS = {"std", "sigma", "new_std"}
+_NORM_BUFFERS = _MEAN_BUFFERS | _STD_BUFFERS
+METADATA_MEAN, METADATA_STD = "robustlayers.normalize.mean", "robustlayers.normalize.std"
 _LIST_LIMIT = 10
 
 
@@ -49,7 +52,9 @@ class LoadReport:
     ``"torch"``; ``wrapper_key``: the dict key the state dict was found under (``None`` for a raw
     one, e.g. ``"state_dict"`` or ``"checkpoint.model"``); ``stripped_prefixes``: prefixes removed
     from the file's keys; ``ignored``: file keys skipped on purpose (normalisation buffers) and
-    tolerated missing ``num_batches_tracked`` keys.
+    tolerated missing ``num_batches_tracked`` keys; ``normalization``: the input mean/std the file
+    stores (``{"mean": [...], "std": [...], "from": keys or "metadata"}``), None when it stores
+    none.
     """
 
     missing: tuple[str, ...]
@@ -60,6 +65,7 @@ class LoadReport:
     wrapper_key: str | None = None
     stripped_prefixes: tuple[str, ...] = ()
     ignored: tuple[str, ...] = field(default=())
+    normalization: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,10 +113,19 @@ def _find_state_dict(obj, path: str = "", depth: int = 0):
     return None, None
 
 
-def _read(path: Path) -> tuple[dict, str, str | None]:
+def _safetensors_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def _read(path: Path) -> tuple[dict, str, str | None, dict]:
+    """(state dict, format, wrapper key, safetensors metadata)."""
     if _looks_like_safetensors(path):
         try:
-            return _st_load_file(str(path), device="cpu"), "safetensors", None
+            return (_st_load_file(str(path), device="cpu"), "safetensors", None,
+                    _safetensors_metadata(path))
         except Exception as exc:  # corrupt header, truncated file, ...
             raise CheckpointError(f"{path}: could not be read as a safetensors file: {exc}") from exc
     try:
@@ -132,7 +147,7 @@ def _read(path: Path) -> tuple[dict, str, str | None]:
             f"{path}: no state dict found. Expected a dict of tensors, or a dict holding one under "
             f"one of {', '.join(WRAPPER_KEYS)}; the file holds: {keys}"
         )
-    return state, "torch", where
+    return state, "torch", where, {}
 
 
 def _is_norm_key(key: str) -> bool:
@@ -140,6 +155,32 @@ def _is_norm_key(key: str) -> bool:
     if parts[-1] not in _NORM_BUFFERS:
         return False
     return len(parts) == 1 or parts[-2] in _NORM_MODULES
+
+
+def stored_normalization(state: dict, metadata: dict | None = None) -> dict | None:
+    """The input mean/std a checkpoint stores: safetensors metadata written by
+    :func:`save_weights`, else the first module holding both a mean-like (``mean``, ``mu``,
+    ``new_mean``) and a std-like (``std``, ``sigma``, ``new_std``) normalisation buffer.
+    ``{"mean": [...], "std": [...], "from": ...}`` or None."""
+    import json
+
+    metadata = metadata or {}
+    if METADATA_MEAN in metadata and METADATA_STD in metadata:
+        return {"mean": [float(v) for v in json.loads(metadata[METADATA_MEAN])],
+                "std": [float(v) for v in json.loads(metadata[METADATA_STD])],
+                "from": "metadata"}
+    found: dict[str, dict[str, str]] = {}
+    for key in state:
+        if _is_norm_key(key):
+            owner, _, leaf = key.rpartition(".")
+            found.setdefault(owner, {})["mean" if leaf in _MEAN_BUFFERS else "std"] = key
+    for owner, keys in found.items():
+        if {"mean", "std"} <= set(keys):
+            mean, std = (state[keys[k]].detach().double().flatten() for k in ("mean", "std"))
+            if mean.numel() == std.numel() and bool((std > 0).all()):
+                return {"mean": [float(v) for v in mean], "std": [float(v) for v in std],
+                        "from": [keys["mean"], keys["std"]]}
+    return None
 
 
 def _strip(keys: list[str], prefix: str) -> list[str]:
@@ -195,7 +236,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool =
     if not path.is_file():
         where = " (it is a directory)" if path.is_dir() else ""
         raise FileNotFoundError(f"checkpoint not found: {path}{where}")
-    state, fmt, wrapper = _read(path)
+    state, fmt, wrapper, metadata = _read(path)
 
     model_state = model.state_dict()
     model_keys = set(model_state)
@@ -238,6 +279,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool =
         wrapper_key=wrapper,
         stripped_prefixes=tuple(stripped),
         ignored=tuple(ignored) + tuple(tolerated),
+        normalization=stored_normalization(state, metadata),
     )
 
 
@@ -245,12 +287,21 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write ``model.state_dict()`` to ``path`` as safetensors, atomically; returns the path.
 
     Tensors are copied to contiguous CPU memory (no shared storage, as safetensors requires).
-    Normalisation mean/std are non-persistent buffers of zoo models and are not written. The
+    Normalisation mean/std are non-persistent buffers of zoo models: they are not written as
+    tensors but as the file's metadata, so :func:`load_checkpoint` reports them. The
     write goes through :func:`robustlayers.runs.atomic.atomic_safetensors_save` (temporary file
     in the same directory, fsync, ``os.replace``, directory fsync whose errors propagate).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    import json
+
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
-    atomic_safetensors_save(path, tensors, metadata={"format": "pt", "writer": "robustlayers"})
+    metadata = {"format": "pt", "writer": "robustlayers"}
+    normalize = getattr(model, "normalize", None)
+    if isinstance(getattr(normalize, "mean", None), torch.Tensor) and \
+            isinstance(getattr(normalize, "std", None), torch.Tensor):
+        metadata[METADATA_MEAN] = json.dumps(normalize.mean.flatten().tolist())
+        metadata[METADATA_STD] = json.dumps(normalize.std.flatten().tolist())
+    atomic_safetensors_save(path, tensors, metadata=metadata)
     return path

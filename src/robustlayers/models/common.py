@@ -6,7 +6,7 @@ Conventions (docs/architecture.md, "models"):
   :class:`Normalize` module whose mean/std are *non-persistent* buffers, so a zoo model's state dict
   has exactly the keys of the community checkpoints (kuangliu/pytorch-cifar, Rice et al., ...).
 * Activations are modules (never functional calls, never ``inplace=True``) so that hooks can read
-  pre-activation values (SPECTRUM §4.4 quantises the input of a ResNet block's final ``act``;
+  pre-activation values (SPECTRUM §4 quantises the input of a ResNet block's final ``act``;
   SPECTRUM §6 averages the input of the model's final activation).
 * Every zoo model carries ``input_shape`` (C, H, W) and ``layer_blocks`` (top-level child name ->
   block name: ``stem``, ``layer1`` ... ``layerN``, ``head``), used by ``robustlayers.layers``, and
@@ -88,6 +88,16 @@ class Normalize(nn.Module):
         self.in_channels = in_channels
         self.register_buffer("mean", mean_t.view(1, in_channels, 1, 1), persistent=False)
         self.register_buffer("std", std_t.view(1, in_channels, 1, 1), persistent=False)
+
+    def set(self, mean, std) -> None:
+        """Replace mean/std in place (one value per channel, or one for all; std > 0)."""
+        mean_t = _channel_values(mean, self.in_channels, "mean")
+        std_t = _channel_values(std, self.in_channels, "std")
+        if (std_t <= 0).any():
+            raise ValueError(f"std must be > 0 for every channel; got {std_t.tolist()}")
+        with torch.no_grad():
+            self.mean.copy_(mean_t.view_as(self.mean))
+            self.std.copy_(std_t.view_as(self.std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -10,13 +10,13 @@ Differences from those repositories that do not change the state dict:
 
 * the shortcut of a block is computed *after* its main branch (it reads the same pre-activated
   input), so the forward execution order puts ``shortcut.0`` after ``conv2`` as in EARLY's
-  linearisation (SPEC §3);
+  linearisation (EARLY §3);
 * activations are modules: ``layerX.Y.act1`` / ``act2`` in the blocks and a final top-level
   ``act`` after ``bn``, whose *input* is the final pre-activation feature map (SPECTRUM §4.5/§6);
 * an adaptive average pool replaces the fixed 4x4 pool (identical for 32x32 inputs).
 
 RAT's "layers" are the four stages ``layer1``..``layer4``; the stem ``conv1`` and the final ``bn``
-and ``linear`` belong to none of them (SPEC §9) — here they are blocks ``stem`` and ``head``.
+and ``linear`` belong to none of them (RAT's released code) — here they are blocks ``stem`` and ``head``.
 """
 
 from __future__ import annotations

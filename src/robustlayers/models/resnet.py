@@ -11,10 +11,10 @@ Two choices that the analyses rely on:
 
 * Each block computes its whole main branch *before* calling ``self.shortcut(x)``. The forward
   execution order of the parameterised layers therefore reproduces EARLY's linearisation
-  (SPEC §3, §9): for ResNet-18 exactly 41 Conv/BN/Linear layers, with a block's shortcut conv and
+  (EARLY's released code): for ResNet-18 exactly 41 Conv/BN/Linear layers, with a block's shortcut conv and
   BN right after its ``conv2``/``bn2``.
 * Each block ends with an activation *module* ``act`` applied after the residual add, so the input
-  of ``layerX.Y.act`` is the post-add, pre-ReLU output that SPECTRUM §4 quantises (SPEC §9).
+  of ``layerX.Y.act`` is the post-add, pre-ReLU output that SPECTRUM §4 quantises (its released code).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SmallCNN: the fast default model for the embedded Fashion-MNIST data (28x28 grey, SPEC §8).
+"""SmallCNN: the fast default model for the embedded Fashion-MNIST data (28x28 grey).
 
 Not from the papers: it exists so that every analysis and training method can be run end to end on
 a CPU in minutes. It keeps the structure the layer-wise methods need — a stem-less stack of two

@@ -17,7 +17,7 @@ from robustlayers.runs.index import RunIndex, compare_rows, summarize_run
 from robustlayers.runs.load import load_run_model
 from robustlayers.runs.paths import check_output_path
 from robustlayers.runs.rng import capture_rng_state, restore_rng_state
-from robustlayers.runs.rundir import CheckpointWarning, RunDir, iter_run_dirs
+from robustlayers.runs.rundir import CheckpointWarning, RunDir, RunStoreWarning, iter_run_dirs
 
 __all__ = [
     "atomic_write_bytes",
@@ -28,6 +28,7 @@ __all__ = [
     "RunDir",
     "CheckpointCorrupt",
     "CheckpointWarning",
+    "RunStoreWarning",
     "epoch_tag",
     "tag_epoch",
     "iter_run_dirs",

@@ -284,10 +284,12 @@ def load_state_bytes(data: bytes, map_location: Any = "cpu", *, source: Path | s
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError, EOFError, ...
-        first = (str(err).splitlines() or [""])[0][:200]
+        found = re.search(r"GLOBAL\s+([\w.]+)", str(err))
+        detail = (f"it references the Python object {found.group(1)!r}" if found else
+                  f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}")
         raise CheckpointCorrupt(
             f"checkpoint file {source}: refused — it is not a plain state of tensors, numbers "
-            f"and strings ({type(err).__name__}: {first}). It was loaded with "
+            f"and strings ({detail}). It was loaded with "
             "weights_only=True, and robustlayers never falls back to unrestricted unpickling "
             "(that can run arbitrary code); not loaded") from None
     if not isinstance(state, dict):

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from robustlayers.errors import ConfigError, RunError, RunStoreError
 from robustlayers.runs.atomic import dumps_json
-from robustlayers.runs.rundir import STATUSES, RunDir, iter_run_dirs
+from robustlayers.runs.rundir import STATUSES, RunDir, RunStoreWarning, iter_run_dirs
 
 INDEX_FILE = "runs.sqlite"
 COLUMNS = {
@@ -45,10 +45,6 @@ FILTERS = ("method", "status", "model", "dataset", "seed")
 # What a run directory's files may raise when they cannot be read (RunStoreError and the other
 # library errors are ValueErrors).
 UNREADABLE = (ValueError, OSError)
-
-
-class RunStoreWarning(UserWarning):
-    """A corrupt runs index was rebuilt, or an unreadable run directory was skipped."""
 
 
 def _corrupt(err: sqlite3.DatabaseError) -> bool:

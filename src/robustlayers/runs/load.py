@@ -57,4 +57,9 @@ def load_run_model(
     model = models.create_model(config["model"], **config["model_kwargs"])
     run.load_weights(tag, model)
     model.eval()
+    from robustlayers.builders import tag_model   # analyses take their default ε from the run
+
+    tag_model(model, dataset=config.get("dataset"), eps=config.get("eps"),
+              norm=config.get("norm", "linf"), source=f"run {run.path.name}",
+              normalization={"convention": "run", "source": "the run's model_kwargs"})
     return model, config

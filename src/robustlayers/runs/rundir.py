@@ -52,6 +52,10 @@ class CheckpointWarning(UserWarning):
     """An incomplete or corrupt checkpoint was skipped."""
 
 
+class RunStoreWarning(UserWarning):
+    """A corrupt runs index was rebuilt, or an unreadable run directory or folder skipped."""
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -130,8 +134,8 @@ class RunDir:
             raise ConfigError(f"config must be a dict, got {describe_value(config)}")
         config = _normalise(dict(config))
         path = Path(path)
-        if not os.path.lexists(path):  # a new run: checked before anything is written
-            check_output_path(path, kind="dir")  # (an empty dir is not probed: others may race)
+        if not path.is_dir():  # a new run: checked before anything is written (an existing
+            check_output_path(path, kind="dir")  # empty dir is not probed: others may race)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             if not path.is_dir():
@@ -472,7 +476,7 @@ def iter_run_dirs(root: str | os.PathLike) -> Iterable[Path]:
     try:
         children = sorted(root.iterdir())
     except OSError as err:  # an unreadable folder does not hide the others
-        warnings.warn(f"skipped folder {root}: {err.strerror or err}", CheckpointWarning,
+        warnings.warn(f"skipped folder {root}: {err.strerror or err}", RunStoreWarning,
                       stacklevel=2)
         return
     for child in children:

@@ -24,3 +24,8 @@ __all__ = [
     "merge", "preset", "register_method", "resolve_threat", "resume", "resume_run", "train",
     "train_step", "train_steps",
 ]
+
+# robustlayers.train(...) calls train(...): the package object itself is callable
+from robustlayers import _make_callable  # noqa: E402
+
+_make_callable("train")

@@ -39,13 +39,13 @@ class TrainConfig:
     # --- what is trained on what -----------------------------------------------------------
     model: str = "smallcnn"            # robustlayers.models name; smallcnn is the CPU default
     activation: str = "relu"           # zoo activation: relu, or swish (SiLU; SPECTRUM §6)
-    dataset: str = "fashion-mnist"     # the embedded dataset (SPEC §8)
+    dataset: str = "fashion-mnist"     # the embedded dataset (Fashion-MNIST)
     data_dir: str | None = None        # None: the dataset's default folder
     method: str = "pgd-at"             # one of METHODS (more plug in through the registry)
-    # --- schedule (SPEC §5 "Common schedules") -----------------------------------------------
+    # --- schedule (the papers' common schedules) ---------------------------------------------
     epochs: int = 10
     batch_size: int = 128              # all three papers with released code use 128
-    optimizer: str = "sgd"             # SGD momentum 0.9 everywhere in SPEC §9
+    optimizer: str = "sgd"             # SGD momentum 0.9 in all the papers' code
     lr: float = 0.1                    # base learning rate of the default group
     momentum: float = 0.9
     nesterov: bool = False
@@ -79,6 +79,8 @@ class TrainConfig:
     init_from: str | None = None       # RUN_DIR[@best|@last|@epoch-N] or a weights file; None:
     #                                    fresh initialisation. Stage 2 of EARLY, CLAT fine-tuning
     reinit: str | None = None          # selection re-initialised after loading (EARLY stage 2)
+    normalize: str | None = None       # input mean/std inside the model: dataset (None), none
+    #                                    (raw [0, 1]) or MEAN/STD; for community checkpoints
     # --- layer selections --------------------------------------------------------------------
     param_groups: list[dict] = field(default_factory=list)
     # ^ [{"select": EXPR, "lr": .., "weight_decay": .., "schedule": ..}], first match wins; the
@@ -114,6 +116,8 @@ class TrainConfig:
     out: str | None = None             # run directory; None: a new folder under runs_root
     runs_root: str = "runs"
     quiet: bool = False                # no progress bars
+    log: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow
+    log_uri: str | None = None         # MLflow tracking URI (default: a store in the run dir)
 
     # ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

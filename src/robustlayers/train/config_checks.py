@@ -30,7 +30,7 @@ OPTIONAL_POSITIVE_INTS = ("train_size", "test_size", "eval_size", "final_steps")
 NON_NEGATIVE_FLOATS = ("lr", "momentum", "weight_decay", "gamma")
 BOOLS = ("nesterov", "augment", "train_clean_metrics", "final_eval", "amp", "channels_last",
          "quiet")
-OPTIONAL_STRINGS = ("data_dir", "init_from", "reinit", "freeze", "out")
+OPTIONAL_STRINGS = ("data_dir", "init_from", "reinit", "freeze", "out", "normalize", "log_uri")
 BUDGETS = ("eps", "alpha", "eval_alpha", "final_alpha")
 
 
@@ -83,8 +83,10 @@ def check_config(c) -> None:
         string(name, getattr(c, name))
     for name in OPTIONAL_STRINGS:
         string(name, getattr(c, name), optional=True)
-    model_info(c.model)          # unknown names raise with the zoo's valid choices
-    get_dataset_info(c.dataset)  # likewise for datasets
+    if not c.model.startswith("custom:"):      # a user's module (train(model=...))
+        model_info(c.model)      # unknown names raise with the zoo's valid choices
+    if not c.dataset.startswith("custom:"):    # a user's data (train(train_data=...))
+        get_dataset_info(c.dataset)  # likewise for datasets
     c.method = canon(c.method)
     choice("method", c.method, list_methods())
     c.attack_mode = c.attack_mode.strip().lower()
@@ -111,6 +113,25 @@ def check_config(c) -> None:
         raise ConfigError(f"method_args must be a mapping of {c.method}'s settings, "
                           f"got {c.method_args!r}")
     c.method_args = settings_dict(build_settings(cls.Settings, c.method_args, method=c.method))
+    _check_extras(c)
+
+
+def _check_extras(c) -> None:
+    """Normalisation and experiment trackers (names and installed packages)."""
+    from robustlayers.builders import parse_normalize
+    from robustlayers.tracking import _check_installed, parse_tracker_names
+
+    if c.normalize is not None and not c.dataset.startswith("custom:"):
+        try:
+            parse_normalize(c.normalize, c.dataset)
+        except ValueError as err:
+            raise ConfigError(f"normalize: {err}") from None
+    try:
+        c.log = parse_tracker_names(c.log)
+        for name in c.log:
+            _check_installed(name)
+    except ValueError as err:
+        raise ConfigError(f"log: {err}") from None
 
 
 def _check_numbers(c) -> None:

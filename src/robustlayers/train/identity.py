@@ -20,7 +20,7 @@ from pathlib import Path
 
 from robustlayers.errors import RunError
 
-RUNTIME_KEYS = ("quiet", "device", "out", "runs_root")
+RUNTIME_KEYS = ("quiet", "device", "out", "runs_root", "log", "log_uri")
 """Config keys that do not change what a run computes (left out of its identity)."""
 RECORD_KEYS = ("model_kwargs", "init_source")
 """Keys config.json holds beside the config (derived from it)."""

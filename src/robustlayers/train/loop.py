@@ -46,14 +46,16 @@ from robustlayers.devices import resolve_device
 from robustlayers.layers import count_params
 from robustlayers.runs import (CheckpointCorrupt, RunDir, RunIndex, capture_rng_state, epoch_tag,
                                restore_rng_state)
-from robustlayers.errors import RunInterrupted
+from robustlayers.errors import ConfigError, RunInterrupted, describe_value
 from robustlayers.runs.liveness import heartbeat
 from robustlayers.runs.paths import check_output_path
+from robustlayers.tracking import make_trackers
 from robustlayers.train.config import TrainConfig, config_from_dict
 from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
 from robustlayers.train.identity import check_same_run, run_lock, run_path
 from robustlayers.train.evaluation import (device_layout, evaluate_split, final_evaluation,
                                            train_robust_metrics)
+from robustlayers.train import custom
 from robustlayers.train.init import load_init, parse_init_from
 from robustlayers.train.methods import make_method
 
@@ -65,11 +67,19 @@ RUN_ONLY_KEYS = ("model_kwargs", "init_source")
 
 # --- set-up -------------------------------------------------------------------------------------
 
-def load_splits(config: TrainConfig, device: torch.device) -> dict:
+def load_splits(config: TrainConfig, device: torch.device, custom: dict | None = None) -> dict:
     """train / val (held out of train by a seeded permutation) / test / eval (the fixed test
-    subset attacked every epoch), as TensorData on ``device``."""
-    train = load_dataset(config.dataset, "train", data_dir=config.data_dir,
-                         subset=config.train_size, seed=config.seed)
+    subset attacked every epoch), as TensorData on ``device``. ``custom``: a user's own
+    train / test TensorData (:mod:`robustlayers.train.custom`) instead of the registered
+    dataset."""
+    def read(split, size):
+        if custom is None:
+            return load_dataset(config.dataset, split, data_dir=config.data_dir, subset=size,
+                                seed=config.seed)
+        return custom[split].subset(min(size, len(custom[split])), config.seed) if size \
+            else custom[split]
+
+    train = read("train", config.train_size)
     val = None
     if config.val_size:
         if config.val_size >= len(train):
@@ -80,8 +90,7 @@ def load_splits(config: TrainConfig, device: torch.device) -> dict:
         held, kept = order[:config.val_size].sort().values, order[config.val_size:].sort().values
         val = dataclasses.replace(train, x=train.x[held], y=train.y[held], split="val")
         train = dataclasses.replace(train, x=train.x[kept], y=train.y[kept])
-    test = load_dataset(config.dataset, "test", data_dir=config.data_dir,
-                        subset=config.test_size, seed=config.seed)
+    test = read("test", config.test_size)
     def attacked(part):  # the fixed subset of ``part`` attacked every epoch
         n = min(config.eval_size or len(part), len(part))
         return part.subset(n, derive_seed(config.seed, "eval", part.split) % 2**31)
@@ -96,13 +105,20 @@ def load_splits(config: TrainConfig, device: torch.device) -> dict:
     return {k: (v.to(device) if v is not None else None) for k, v in splits.items()}
 
 
-def build_model(config: TrainConfig, info, device: torch.device):
+def build_model(config: TrainConfig, info, device: torch.device, custom=None):
     """(model, model_kwargs): the run's model built by :mod:`robustlayers.builders` for the
     dataset (with ``config.activation``), initialised from ``(seed, "model")``, on ``device``.
-    ``model_kwargs`` (recorded in config.json) rebuilds it with ``create_model``."""
+    ``model_kwargs`` (recorded in config.json) rebuilds it with ``create_model``; a user's own
+    module (``custom``) is used as it is and has none."""
+    if custom is not None:
+        if getattr(custom, "input_shape", None) is None:
+            custom.input_shape = tuple(info.shape)  # the layer map's dummy batch
+        return custom.to(device), None
     kwargs = builders.model_kwargs_for(info, activation=config.activation)
     model = builders.build_model(config.model, info, activation=config.activation,
+                                 normalize=config.normalize,
                                  seed=derive_seed(config.seed, "model") % 2**31)
+    kwargs["mean"], kwargs["std"] = model.zoo_config["mean"], model.zoo_config["std"]
     model = model.to(device)
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -295,8 +311,8 @@ def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
 
 # --- the loop -----------------------------------------------------------------------------------
 
-def train(config: TrainConfig | dict | None = None, *,
-          resume: str | Path | None = None) -> RunDir:
+def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None = None,
+          model=None, train_data=None, test_data=None) -> RunDir:
     """Train ``config`` and return its run directory, or continue the run at ``resume`` (its
     own config.json is used; ``config`` may then only carry runtime settings: quiet, device).
 
@@ -304,14 +320,23 @@ def train(config: TrainConfig | dict | None = None, *,
     directory is named by the config's hash under ``runs_root``. When that directory (or the
     given ``out``) holds a run of the same config, a finished (or diverged) run is returned as it
     is and an unfinished one is continued; a run of another config there is an error. Concurrent
-    starts of one config train it once (a lock beside the run directory)."""
+    starts of one config train it once (a lock beside the run directory).
+
+    ``model`` (a user's own ``nn.Module``) and ``train_data`` / ``test_data`` (tensors
+    ``(x, y)``, a Dataset or a DataLoader) replace the zoo model and the registered dataset
+    (:mod:`robustlayers.train.custom`); ``resume_run`` then takes them again."""
     if resume is not None:
         runtime = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
         return resume_run(resume, quiet=runtime.get("quiet"), device=runtime.get("device"))
     if config is None or isinstance(config, dict):
         config = config_from_dict(config or {})
-    config = dataclasses.replace(config).validate()
-    info = get_dataset_info(config.dataset)
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"train() expects a TrainConfig, a dict of config keys or None, got "
+                          f"{describe_value(config)}; e.g. train(preset('fmnist-quick')) or "
+                          f"train({{'method': 'pgd-at', 'epochs': 5}})")
+    config, user = _with_user_objects(dataclasses.replace(config), model, train_data, test_data)
+    config = config.validate()
+    info = user["splits"]["train"].info if "splits" in user else get_dataset_info(config.dataset)
     threat, alpha, eval_alpha = resolve_threat(config, info)
     config.eps, config.alpha, config.eval_alpha = threat.eps, alpha, eval_alpha
     if config.init_from and not parse_init_from(config.init_from)[0].exists():
@@ -328,12 +353,30 @@ def train(config: TrainConfig | dict | None = None, *,
             saved = _saved_config(existing).to_dict()
             check_same_run(path, saved, config.to_dict())
             if existing.status in ("finished", "diverged"):
-                if not config.quiet:
-                    print(f"robustlayers train: {path} already holds this config's "
-                          f"{existing.status} run; returning it", file=sys.stderr)
+                print(f"robustlayers train: {path} already holds this config's "
+                      f"{existing.status} run; returning it", file=sys.stderr)
                 return existing
-            return _resume(path, quiet=config.quiet, device=config.device)
-        return _run(config, run_path=path, resuming=False)
+            return _resume(path, quiet=config.quiet, device=config.device, user=user)
+        return _run(config, run_path=path, resuming=False, user=user)
+
+
+def _with_user_objects(config: TrainConfig, model, train_data, test_data):
+    """(config naming ``custom:`` model / dataset, {"model", "splits"}) for a user's own module
+    and data; unchanged config and {} without them."""
+    user: dict = {}
+    if model is not None:
+        config.model = custom.model_name(model)
+        user["model"] = model
+    if train_data is not None:
+        from robustlayers.attacks import parse_eps
+
+        eps = None if config.eps is None else parse_eps(config.eps, norm=config.norm)
+        user["splits"] = custom.custom_splits(train_data, test_data, eps)
+        config.dataset = user["splits"]["train"].info.name
+    elif test_data is not None:
+        raise ConfigError("test_data goes with train_data (your own data); for a registered "
+                          "dataset use test_size")
+    return config, user
 
 
 def _saved_config(run: RunDir) -> TrainConfig:
@@ -344,34 +387,49 @@ def _saved_config(run: RunDir) -> TrainConfig:
 
 
 def resume_run(run_dir: str | Path, *, quiet: bool | None = None,
-               device: str | None = None, epochs: int | None = None) -> RunDir:
+               device: str | None = None, epochs: int | None = None, model=None,
+               train_data=None, test_data=None) -> RunDir:
     """Continue the run in ``run_dir`` from its newest complete checkpoint (a failed, dead or
     interrupted run; a finished one is refused). With ``epochs`` (more than the run has) a run,
-    finished or not, is extended to that many epochs (recorded as an extension)."""
-    RunDir.open(run_dir)  # a clear error for a folder that is not a run
+    finished or not, is extended to that many epochs (recorded as an extension). A run of a
+    user's own module or data needs the same ``model`` / ``train_data`` / ``test_data``."""
+    saved = RunDir.open(run_dir).config  # a clear error for a folder that is not a run
+    config, user = _with_user_objects(_saved_config(RunDir.open(run_dir)), model, train_data,
+                                      test_data)
+    for key, given, what in (("model", "model" in user, "model="),
+                             ("dataset", "splits" in user, "train_data= (and test_data=)")):
+        if custom.is_custom(saved.get(key)) and (not given or getattr(config, key) != saved[key]):
+            got = getattr(config, key) if given else "nothing"
+            raise ConfigError(f"{run_dir} was trained with {saved[key]!r}; pass the same {what} "
+                              f"to resume_run (got {got})")
     with run_lock(Path(run_dir)):
         if epochs is not None:
             RunDir.open(run_dir).extend(epochs)
-        return _resume(Path(run_dir), quiet=quiet, device=device)
+        return _resume(Path(run_dir), quiet=quiet, device=device, user=user)
 
 
-def _resume(run_dir: Path, *, quiet: bool | None, device: str | None) -> RunDir:
+
+def _resume(run_dir: Path, *, quiet: bool | None, device: str | None,
+            user: dict | None = None) -> RunDir:
     run = RunDir.open(run_dir)
     config = _saved_config(run)
     if quiet is not None:
         config.quiet = bool(quiet)
     if device is not None:
         config.device = device
-    return _run(config, run_path=Path(run_dir), resuming=True, saved_config=run.config)
+    return _run(config, run_path=Path(run_dir), resuming=True, saved_config=run.config,
+                user=user)
 
 
 def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
-         saved_config: dict | None = None) -> RunDir:
+         saved_config: dict | None = None, user: dict | None = None) -> RunDir:
+    user = user or {}
     device = resolve_device(config.device)
-    info = get_dataset_info(config.dataset)
+    splits = user.get("splits")
+    info = splits["train"].info if splits else get_dataset_info(config.dataset)
     seed_globals(config.seed)
-    data = load_splits(config, device)
-    model, model_kwargs = build_model(config, info, device)
+    data = load_splits(config, device, splits)
+    model, model_kwargs = build_model(config, info, device, user.get("model"))
     steps_per_epoch = num_batches(data["train"], config.batch_size)
     ctx = TrainContext(model, config, device=device, info=info, steps_per_epoch=steps_per_epoch)
     ctx.train_data = data["train"]
@@ -392,8 +450,10 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                               **({"init_source": ctx.init_source} if ctx.init_source else {})}
     run = RunDir.create(run_path, record, selections=ctx.selections, exist_ok=resuming)
     # from here on every failure leaves result.json failed / interrupted (never running)
-    with heartbeat(run.path), terminate_as_interrupt():
+    trackers = make_trackers(config.log, run_dir=run.path, uri=config.log_uri)
+    with trackers, heartbeat(run.path), terminate_as_interrupt():
         try:
+            trackers.start(run.config)
             ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
             select_by = config.select_by
             if select_by == "auto":
@@ -444,6 +504,7 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                 row.update({"train_seconds": t1 - t0, "eval_seconds": t2 - t1, "seconds": t2 - t0,
                             "images_per_s": len(data["train"]) / max(t1 - t0, 1e-9)})
                 run.append_metrics(row)
+                trackers.log_epoch(row, step=done)
                 state = None
                 if row["best"]:
                     best = {"value": value, "epoch": done, "metrics": row}
@@ -457,6 +518,15 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
                     tqdm.write(_summary(row), file=sys.stderr)
             final = (final_evaluation(ctx, run, data["test"], best["epoch"])
                      if config.final_eval and not diverged else None)
+            result = _result(run, config, ctx, method, best, key,
+                             time.perf_counter() - started, device, final)
+            if diverged:
+                result.update(status="diverged", diverged_epoch=diverged,
+                              last_finite_checkpoint=run.latest_checkpoint(),
+                              error=f"the training loss became non-finite in epoch {diverged}")
+            run.write_result(result)
+            trackers.finish(run.result, artifacts=[run.path / "config.json",
+                                                   run.path / "result.json"])
         except (KeyboardInterrupt, Terminated) as err:
             code = 143 if isinstance(err, Terminated) else 130
             what = "SIGTERM" if code == 143 else "Ctrl-C"
@@ -470,13 +540,6 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
             _index_quietly(run, config)
             raise
 
-    result = _result(run, config, ctx, method, best, key, time.perf_counter() - started,
-                     device, final)
-    if diverged:
-        result.update(status="diverged", diverged_epoch=diverged,
-                      last_finite_checkpoint=run.latest_checkpoint(),
-                      error=f"the training loss became non-finite in epoch {diverged}")
-    run.write_result(result)
     index_run(run, config)
     return run
 

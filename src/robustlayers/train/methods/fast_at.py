@@ -1,7 +1,7 @@
 """Fast adversarial training with FGSM-RS (Wong, Rice & Kolter 2020).
 
 δ₀ ~ U(−ε, ε); x_adv = Π_ε(x + δ₀ + α·sign(∇_δ CE(f(x + δ₀), y))) with α = 1.25ε
-(``settings.alpha_scale``), then L = CE(f(x_adv), y). Attack in eval() mode (SPEC §2). Wong et
+(``settings.alpha_scale``), then L = CE(f(x_adv), y). Attack in eval() mode. Wong et
 al. pair it with a one-cycle schedule (``schedule="onecycle"``).
 """
 

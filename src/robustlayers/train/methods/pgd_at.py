@@ -1,8 +1,9 @@
 """PGD adversarial training (Madry et al. 2018), ℓ∞ and ℓ2.
 
 min_w E_(x,y) [ max_{‖δ‖ ≤ ε} CE(f_w(x + δ), y) ], the inner maximum approximated by PGD-k with a
-random start (:class:`robustlayers.attacks.PGD`). The attack runs with the model in eval() (SPEC
-§2, EARLY/RAT released code); the loss is computed back in train() mode.
+random start (:class:`robustlayers.attacks.PGD`). The attack runs with the model in eval() (as
+EARLY's released code; ``attack_mode="train"`` follows the robust-overfitting / RAT code); the
+loss is computed back in train() mode.
 
 Adversarial methods split their work in two so that AWP (and RAT_WP) can reuse them:
 ``examples(ctx, x, y) -> x_adv`` (inner maximisation) and ``objective(ctx, model, x, x_adv, y)
