@@ -36,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--test-size", type=int, default=2000, help="final evaluation of stage 2")
     p.add_argument("--rat-epochs", type=int, default=4, help="epochs of the RAT comparison")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--parts", default="rat,fixed,partial",
+                   help="which comparisons to run (finished runs are reused, so two processes "
+                        "with different parts share the work)")
     return p.parse_args(argv)
 
 
@@ -76,21 +79,22 @@ def main(argv=None):
     stage1 = {"A": run(base(args, out, "stage1-A", method="pgd-at")),
               "N": run(base(args, out, "stage1-N", method="natural"))}
     results["stage1"] = {k: final_row(v) for k, v in stage1.items()}
+    parts = args.parts.split(",")
     print("RAT", flush=True)
     rat = dict(attack_mode="train", test_size=None, eval_size=1000, epochs=args.rat_epochs)
     for method, extra in (("pgd-at", {}), ("rat-lr", {"layers": "block:layer2"}),
-                          ("rat-wp", {"layers": "block:layer2"})):
+                          ("rat-wp", {"layers": "block:layer2"})) if "rat" in parts else ():
         r = run(base(args, out, f"rat-{method}", method=method, method_args=extra,
                      schedule="piecewise", milestones=[0.5, 0.75], **rat))
         final = r.result["final"]
         results["rat"][method] = {"best_epoch": final["best"]["epoch"],
                                   "best": final["best"], "last": final["last"],
                                   "gap": final["best_minus_last"], "n": final["n"]}
-    for blocks in ("block:layer1", "block:layer2"):
+    for blocks in ("block:layer1", "block:layer2") if "fixed" in parts else ():
         r = run(base(args, out, f"fixed-{blocks.split(':')[1]}", method="pgd-at", freeze=blocks))
         results["fixed"][blocks] = {**final_row(r), "trainable": r.result["params"]}
     print("partial AT", flush=True)
-    for code in CODES:
+    for code in CODES if "partial" in parts else ():
         for where, cut in CUTS.items():
             kind = code[0] if code[1] == "1" else code[2]
             r = run(base(args, out, f"{code}-{where}", method="partial-at",

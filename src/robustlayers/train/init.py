@@ -67,7 +67,7 @@ def _load_from_run(path: Path, tag: str, model, model_name: str, model_kwargs: d
     source = run.config
     theirs = (source.get("model"), source.get("model_kwargs"))
     ours = (model_name, model_kwargs)
-    if theirs != ours:
+    if _rounded(theirs) != _rounded(ours):
         diff = [k for k in set(theirs[1] or {}) | set(ours[1])
                 if (theirs[1] or {}).get(k) != ours[1].get(k)]
         raise ConfigError(
@@ -80,6 +80,18 @@ def _load_from_run(path: Path, tag: str, model, model_name: str, model_kwargs: d
     manifest = run.load_weights(checkpoint, model)
     return {"kind": "run", "path": str(path.resolve()), "tag": tag, "checkpoint": checkpoint,
             "epoch": manifest.get("epoch"), "config": source}
+
+
+def _rounded(value):
+    """``value`` with floats rounded to 6 significant digits (float32 round trips compare
+    equal)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_rounded(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 def _load_from_file(path: Path, model, model_name: str) -> dict:

@@ -118,7 +118,11 @@ def build_model(config: TrainConfig, info, device: torch.device, custom=None):
     model = builders.build_model(config.model, info, activation=config.activation,
                                  normalize=config.normalize,
                                  seed=derive_seed(config.seed, "model") % 2**31)
-    kwargs["mean"], kwargs["std"] = model.zoo_config["mean"], model.zoo_config["std"]
+    chosen = builders.parse_normalize(config.normalize, info)
+    if chosen is not None:  # the run records the mean/std its model normalises with
+        channels = info.shape[0]
+        kwargs["mean"], kwargs["std"] = ([float(v) for v in values] * (channels // len(values))
+                                         for values in (chosen["mean"], chosen["std"]))
     model = model.to(device)
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
