@@ -9,8 +9,8 @@ from robustlayers.train.config import (TrainConfig, apply_overrides, config_from
                                        load_config_file, merge)
 from robustlayers.train.presets import list_presets, preset
 from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
-from robustlayers.train.loop import (TIME_FIELDS, evaluate_split, resume_run, train, train_step,
-                                     train_steps)
+from robustlayers.train.loop import TIME_FIELDS, evaluate_split, train_step, train_steps
+from robustlayers.train.runner import resume_run, train
 from robustlayers.train.methods import (Method, StepOutput, list_methods, make_method,
                                         register_method)
 from robustlayers.train.optim import LRSchedule, build_optimizer, build_scheduler, lr_factor

@@ -1,6 +1,6 @@
 """The training loop: epochs → batches → method step → schedule → evaluate → checkpoint.
 
-``train(config)`` runs one method (see :mod:`robustlayers.train.methods`) and writes a run
+``run_loop`` (called by :func:`robustlayers.train.train`) runs one method (see :mod:`robustlayers.train.methods`) and writes a run
 directory (:class:`robustlayers.runs.RunDir`): config.json (the resolved config, with ε/α filled
 in from the dataset and ``model_kwargs`` to rebuild the model), selections.json (the resolved layer
 names of every selection used), environment.json (versions, code version), metrics.jsonl (one row
@@ -22,16 +22,10 @@ of an uninterrupted run on the same machine (CPU; on CUDA only up to kernel non-
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import math
-import os
 import random
-import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,19 +38,17 @@ from robustlayers.attacks import attack_mode
 from robustlayers.data import get_dataset_info, iter_batches, load_dataset, num_batches
 from robustlayers.devices import resolve_device
 from robustlayers.layers import count_params
-from robustlayers.runs import (CheckpointCorrupt, RunDir, RunIndex, capture_rng_state, epoch_tag,
-                               restore_rng_state)
-from robustlayers.errors import ConfigError, RunInterrupted, describe_value
+from robustlayers.errors import RunInterrupted
+from robustlayers.runs import RunDir, RunIndex, epoch_tag
 from robustlayers.runs.liveness import heartbeat
-from robustlayers.runs.paths import check_output_path
 from robustlayers.tracking import make_trackers
-from robustlayers.train.config import TrainConfig, config_from_dict
-from robustlayers.train.context import TrainContext, derive_seed, resolve_threat
-from robustlayers.train.identity import check_same_run, run_lock, run_path
+from robustlayers.train.config import TrainConfig
+from robustlayers.train.context import TrainContext, derive_seed
 from robustlayers.train.evaluation import (device_layout, evaluate_split, final_evaluation,
                                            train_robust_metrics)
-from robustlayers.train import custom
-from robustlayers.train.init import load_init, parse_init_from
+from robustlayers.train.init import load_init
+from robustlayers.train.signals import Terminated, terminate_as_interrupt
+from robustlayers.train.state import checkpoint_state, reconcile_best, restore_state
 from robustlayers.train.methods import make_method
 
 TIME_FIELDS = ("seconds", "train_seconds", "eval_seconds", "images_per_s")
@@ -166,75 +158,6 @@ def start_weights(config: TrainConfig, model, model_kwargs: dict, run_path: Path
     return source
 
 
-# --- checkpoint state ---------------------------------------------------------------------------
-
-def checkpoint_state(ctx: TrainContext, method, epoch: int, best: dict) -> dict:
-    return {"epoch": epoch, "step": ctx.step, "optimizer": ctx.optimizer.state_dict(),
-            "scheduler": ctx.scheduler.state_dict(), "method": method.state_dict(),
-            "frozen": ctx.frozen_names(), "group_spec": ctx.group_spec,
-            "selections": ctx.selections, "events": ctx.events, "best": best,
-            "rng": capture_rng_state()}
-
-
-def restore_state(ctx: TrainContext, method, state: dict) -> tuple[int, dict]:
-    ctx.set_frozen_names(state["frozen"])
-    ctx.group_spec, ctx.step = state["group_spec"], state["step"]
-    ctx.selections.update(state["selections"])
-    ctx.events = list(state["events"])
-    ctx.rebuild_optimizer(keep_state=False)
-    ctx.optimizer.load_state_dict(state["optimizer"])
-    ctx.scheduler.load_state_dict(state["scheduler"])
-    method.load_state_dict(state["method"])
-    restore_rng_state(state["rng"])
-    return state["epoch"], state["best"]
-
-
-def reconcile_best(run: RunDir, model, state: dict | None, start_epoch: int,
-                   best: dict) -> None:
-    """On resume, make checkpoint ``best`` agree with the best record ``best`` restored from the
-    resume checkpoint (epoch ``start_epoch``, ``state``), i.e. with the replay.
-
-    ``best`` is saved before the epoch checkpoint of the same epoch (and on epochs without one
-    when ``checkpoint_every`` > 1), so a run killed in between leaves a ``best`` from an epoch
-    later than the one it resumes from, which may have overwritten the recorded best. Such a
-    ``best`` (or a corrupt one) is replaced by the recorded best epoch's weights — the resumed
-    weights when that is ``start_epoch``, else its epoch checkpoint if still kept — or, when
-    those are gone, dropped (with a warning): the replay saves a new one when it finds it."""
-    want = best["epoch"]
-    root = run.checkpoint_root
-    try:
-        have = run.verify_checkpoint("best").get("epoch")
-        present = True
-    except FileNotFoundError:
-        have, present = None, False
-    except CheckpointCorrupt:
-        have, present = "corrupt", True
-    if present and have == want:
-        return
-    stale = present and (have == "corrupt" or want is None
-                         or not isinstance(have, int) or have > start_epoch)
-    if want is not None:
-        if want == start_epoch and state is not None:
-            run.save_checkpoint("best", model, state, epoch=want)
-            return
-        source = copy.deepcopy(model)
-        try:
-            saved = run.load_checkpoint(epoch_tag(want), source)
-        except (FileNotFoundError, CheckpointCorrupt):
-            print(f"robustlayers train: the weights of the recorded best epoch {want} are no "
-                  f"longer kept (checkpoint best holds epoch {have}); the replay saves a new "
-                  f"best when it finds one", file=sys.stderr)
-        else:
-            run.save_checkpoint("best", source, saved, epoch=want)
-            return
-    if stale:
-        print(f"robustlayers train: dropping checkpoint best (epoch {have}): it is later than "
-              f"the resume point (epoch {start_epoch}) or corrupt", file=sys.stderr)
-        trash = root / f".tmp-drop-best-{os.getpid()}"
-        os.rename(root / "best", trash)   # .tmp-* leftovers are removed on the next resume
-        shutil.rmtree(trash, ignore_errors=True)
-
-
 def train_step(ctx: TrainContext, method, x: torch.Tensor, y: torch.Tensor):
     """One optimisation step of ``method`` on the batch ``(x, y)``: zero_grad → method.loss →
     backward → before_optimizer_step → optimizer.step → scheduler.step (per iteration).
@@ -315,117 +238,7 @@ def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
 
 # --- the loop -----------------------------------------------------------------------------------
 
-def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None = None,
-          model=None, train_data=None, test_data=None) -> RunDir:
-    """Train ``config`` and return its run directory, or continue the run at ``resume`` (its
-    own config.json is used; ``config`` may then only carry runtime settings: quiet, device).
-
-    A run's identity is its config (:mod:`robustlayers.train.identity`): without ``out`` the
-    directory is named by the config's hash under ``runs_root``. When that directory (or the
-    given ``out``) holds a run of the same config, a finished (or diverged) run is returned as it
-    is and an unfinished one is continued; a run of another config there is an error. Concurrent
-    starts of one config train it once (a lock beside the run directory).
-
-    ``model`` (a user's own ``nn.Module``) and ``train_data`` / ``test_data`` (tensors
-    ``(x, y)``, a Dataset or a DataLoader) replace the zoo model and the registered dataset
-    (:mod:`robustlayers.train.custom`); ``resume_run`` then takes them again."""
-    if resume is not None:
-        runtime = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
-        return resume_run(resume, quiet=runtime.get("quiet"), device=runtime.get("device"))
-    if config is None or isinstance(config, dict):
-        config = config_from_dict(config or {})
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"train() expects a TrainConfig, a dict of config keys or None, got "
-                          f"{describe_value(config)}; e.g. train(preset('fmnist-quick')) or "
-                          f"train({{'method': 'pgd-at', 'epochs': 5}})")
-    config, user = _with_user_objects(dataclasses.replace(config), model, train_data, test_data)
-    config = config.validate()
-    info = user["splits"]["train"].info if "splits" in user else get_dataset_info(config.dataset)
-    threat, alpha, eval_alpha = resolve_threat(config, info)
-    config.eps, config.alpha, config.eval_alpha = threat.eps, alpha, eval_alpha
-    if config.init_from and not parse_init_from(config.init_from)[0].exists():
-        raise FileNotFoundError(f"init_from {config.init_from!r}: "
-                                f"{parse_init_from(config.init_from)[0]} is neither a run "
-                                f"directory nor a weights file")
-    path = Path(config.out) if config.out else run_path(config)
-    config.out = str(path)
-    if not os.path.lexists(path):
-        check_output_path(path, kind="dir")
-    with run_lock(path):
-        if (path / "config.json").is_file():
-            existing = RunDir.open(path)
-            saved = _saved_config(existing).to_dict()
-            check_same_run(path, saved, config.to_dict())
-            if existing.status in ("finished", "diverged"):
-                print(f"robustlayers train: {path} already holds this config's "
-                      f"{existing.status} run; returning it", file=sys.stderr)
-                return existing
-            return _resume(path, quiet=config.quiet, device=config.device, user=user)
-        return _run(config, run_path=path, resuming=False, user=user)
-
-
-def _with_user_objects(config: TrainConfig, model, train_data, test_data):
-    """(config naming ``custom:`` model / dataset, {"model", "splits"}) for a user's own module
-    and data; unchanged config and {} without them."""
-    user: dict = {}
-    if model is not None:
-        config.model = custom.model_name(model)
-        user["model"] = model
-    if train_data is not None:
-        from robustlayers.attacks import parse_eps
-
-        eps = None if config.eps is None else parse_eps(config.eps, norm=config.norm)
-        user["splits"] = custom.custom_splits(train_data, test_data, eps)
-        config.dataset = user["splits"]["train"].info.name
-    elif test_data is not None:
-        raise ConfigError("test_data goes with train_data (your own data); for a registered "
-                          "dataset use test_size")
-    return config, user
-
-
-def _saved_config(run: RunDir) -> TrainConfig:
-    """The TrainConfig of a run directory's config.json (older flat method keys translated)."""
-    saved = run.config
-    return config_from_dict({k: v for k, v in saved.items() if k not in RUN_ONLY_KEYS},
-                            where=str(run.path / "config.json"))
-
-
-def resume_run(run_dir: str | Path, *, quiet: bool | None = None,
-               device: str | None = None, epochs: int | None = None, model=None,
-               train_data=None, test_data=None) -> RunDir:
-    """Continue the run in ``run_dir`` from its newest complete checkpoint (a failed, dead or
-    interrupted run; a finished one is refused). With ``epochs`` (more than the run has) a run,
-    finished or not, is extended to that many epochs (recorded as an extension). A run of a
-    user's own module or data needs the same ``model`` / ``train_data`` / ``test_data``."""
-    saved = RunDir.open(run_dir).config  # a clear error for a folder that is not a run
-    config, user = _with_user_objects(_saved_config(RunDir.open(run_dir)), model, train_data,
-                                      test_data)
-    for key, given, what in (("model", "model" in user, "model="),
-                             ("dataset", "splits" in user, "train_data= (and test_data=)")):
-        if custom.is_custom(saved.get(key)) and (not given or getattr(config, key) != saved[key]):
-            got = getattr(config, key) if given else "nothing"
-            raise ConfigError(f"{run_dir} was trained with {saved[key]!r}; pass the same {what} "
-                              f"to resume_run (got {got})")
-    with run_lock(Path(run_dir)):
-        if epochs is not None:
-            RunDir.open(run_dir).extend(epochs)
-        return _resume(Path(run_dir), quiet=quiet, device=device, user=user)
-
-
-
-def _resume(run_dir: Path, *, quiet: bool | None, device: str | None,
-            user: dict | None = None) -> RunDir:
-    run = RunDir.open(run_dir)
-    config = _saved_config(run)
-    if quiet is not None:
-        config.quiet = bool(quiet)
-    if device is not None:
-        config.device = device
-    return _run(config, run_path=Path(run_dir), resuming=True, saved_config=run.config,
-                user=user)
-
-
-def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
+def run_loop(config: TrainConfig, *, run_path: Path, resuming: bool,
          saved_config: dict | None = None, user: dict | None = None) -> RunDir:
     user = user or {}
     device = resolve_device(config.device)
@@ -546,28 +359,6 @@ def _run(config: TrainConfig, *, run_path: Path, resuming: bool,
 
     index_run(run, config)
     return run
-
-
-class Terminated(BaseException):
-    """SIGTERM received during training (what schedulers and containers send)."""
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """Turn SIGTERM into :class:`Terminated` while training (main thread only), so that a
-    terminated run is marked ``interrupted`` like a Ctrl-C one."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _index_quietly(run: RunDir, config) -> None:

@@ -6,7 +6,7 @@ parameter groups through :class:`~robustlayers.train.context.TrainContext`) or a
 optimiser step (``before_optimizer_step``: AWP restores the perturbed weights there). The loop
 never needs to know which method runs.
 
-Order of calls made by :func:`robustlayers.train.loop.train`::
+Order of calls made by :func:`robustlayers.train.loop.run_loop`::
 
     method.setup(ctx)                         # once, fresh run or resume (before state is restored)
     for epoch in epochs:
