@@ -199,3 +199,34 @@ def test_killed_clat_run_resumes_bit_identically(mini_data, tmp_path, clat_run, 
     result = json.loads((out / "result.json").read_text())
     assert result["method"]["history"] == clat_run.result["method"]["history"]
     assert result["selections"] == clat_run.result["selections"]
+
+
+def test_presets_hold_the_papers_schedules():
+    from robustlayers.train import preset
+
+    base, fine = preset("clat-pretrain"), preset("clat-finetune")
+    for config in (base, fine):
+        assert (config.epochs, config.lr, config.schedule, config.eps, config.alpha,
+                config.steps, config.eval_steps) == (50, 0.1, "cosine", 0.03, 0.007, 10, 10)
+    assert base.method == "pgd-at" and fine.method == "clat"
+    assert (preset("clat-pretrain-70").epochs, preset("clat-finetune-30").epochs) == (70, 30)
+    quick = preset("clat-fmnist")
+    assert quick.model == "smallcnn" and quick.method == "clat"
+    assert make_method("clat", quick).k == 1 and make_method("clat", fine).k == 1
+    assert make_method("clat", preset("clat-finetune", model="densenet121")).k == 5
+
+
+def test_autoattack_fab_t_on_three_targets_is_an_option():
+    from robustlayers.attacks import AutoAttackAdapter, ThreatModel, make_attack
+    from robustlayers.cli.evaluate_cmd import build_attacks
+
+    threat = ThreatModel("linf", 0.03)
+    adapter = make_attack("autoattack", threat, fab_targets=3)
+    assert adapter.build(nn.Linear(4, 10), "cpu").fab.n_target_classes == 3
+    assert adapter.config()["fab_targets"] == 3
+    assert AutoAttackAdapter(threat).build(nn.Linear(4, 10), "cpu").fab.n_target_classes == 9
+    built = build_attacks(["autoattack"], threat, steps=10, alpha=None, restarts=1, seed=0,
+                          fab_targets=3)
+    assert built["autoattack"].fab_targets == 3
+    with pytest.raises(ValueError, match="fab_targets"):
+        AutoAttackAdapter(threat, fab_targets=0)

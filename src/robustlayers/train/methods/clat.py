@@ -72,7 +72,8 @@ class CLATSettings:
 
 @register_method("clat")
 class CLAT(Method):
-    """CLAT fine-tuning (see the module docstring)."""
+    """CLAT (Adhikari et al.): train only the k most critical layers, reselected every N epochs,
+    on CE + λ·feature difference (Algorithm 1, Eq. 9); start from a run with --init-from."""
 
     Settings = CLATSettings
     uses_pgd = True
