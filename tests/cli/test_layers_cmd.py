@@ -13,10 +13,12 @@ def run_json(capsys, argv):
 def test_layers_json_has_the_contract_fields(capsys):
     rows = run_json(capsys, ["layers", "resnet18", "--json"])
     assert len(rows) == 41
-    assert set(rows[0]) == {"index", "name", "kind", "block", "params", "selected"}
+    assert set(rows[0]) == {"index", "name", "kind", "block", "params", "selected", "depth"}
     assert rows[0] == {"index": 0, "name": "conv1", "kind": "conv", "block": "stem",
-                       "params": 1728, "selected": True}
+                       "params": 1728, "selected": True, "depth": 1}
     assert rows[-1]["name"] == "linear" and rows[-1]["block"] == "head"
+    assert rows[-1]["depth"] == 18   # CLAT's depth numbering: no shortcut projections
+    assert [r["depth"] for r in rows if "shortcut" in r["name"]] == [None] * 6
 
 
 def test_layers_selected_column(capsys):

@@ -31,10 +31,12 @@ def run(args) -> int:
     lmap = layer_map(model)
     chosen = set(select(model, args.select).names) if args.select is not None else set(lmap.names)
     rows = [{"index": i.index, "name": i.name, "kind": i.kind, "block": i.block,
-             "params": i.params, "selected": i.name in chosen,
+             "params": i.params, "depth": i.depth if i.depth is not None else "",
+             "selected": i.name in chosen,
              "out_shape": "x".join(map(str, i.out_shape or ()))} for i in lmap]
     if args.json:
-        print_json([{k: r[k] for k in ("index", "name", "kind", "block", "params", "selected")}
+        print_json([{**{k: r[k] for k in ("index", "name", "kind", "block", "params",
+                                          "selected")}, "depth": lmap[r["name"]].depth}
                     for r in rows])
         return 0
     for row in rows:
@@ -44,5 +46,6 @@ def run(args) -> int:
     if args.select:
         print(f"selection {args.select!r}: {len(chosen)} layers, "
               f"{sum(i.params for i in lmap if i.name in chosen):,} parameters")
-    print_table(rows, ["index", "name", "kind", "block", "params", "out_shape", "selected"])
+    print_table(rows, ["index", "name", "kind", "block", "params", "out_shape", "depth",
+                       "selected"])
     return 0
