@@ -103,8 +103,7 @@ class CLAT(Method):
         if not self.due(epoch):
             return
         chosen, record = self.choose(ctx, epoch)
-        ctx.set_trainable(chosen, label=f"critical@{epoch}")
-        self.selected = list(ctx.select(chosen).names)
+        self.selected = list(ctx.set_trainable(chosen, label=f"critical@{epoch}").names)
         total = sum(p.numel() for p in ctx.model.parameters())
         trainable = sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
         self.history.append({"epoch": epoch, "layers": self.selected, **record,
