@@ -24,18 +24,18 @@ from pathlib import Path
 
 import torch
 
-ARMS = {  # name -> (method, method_args)
+ARMS = {  # name -> (method, method_args); λ = 1 unless the name says otherwise
     "pgd-at continued": ("pgd-at", {}),
-    "clat k=1 critical": ("clat", {"k": 1}),
-    "clat k=1 random": ("clat", {"k": 1, "layers": "random"}),
-    "clat k=1 smallest": ("clat", {"k": 1, "layers": "smallest"}),
-    "clat k=1 fixed": ("clat", {"k": 1, "fixed": True}),
-    "clat k=2 critical": ("clat", {"k": 2}),
-    "clat k=3 critical": ("clat", {"k": 3}),
-    "clat k=1 fast": ("clat", {"k": 1, "inner": "fgsm-rs"}),
+    "clat k=1 critical": ("clat", {"lam": 1.0, "k": 1}),
+    "clat k=1 random": ("clat", {"lam": 1.0, "k": 1, "layers": "random"}),
+    "clat k=1 smallest": ("clat", {"lam": 1.0, "k": 1, "layers": "smallest"}),
+    "clat k=1 fixed": ("clat", {"lam": 1.0, "k": 1, "fixed": True}),
+    "clat k=2 critical": ("clat", {"lam": 1.0, "k": 2}),
+    "clat k=3 critical": ("clat", {"lam": 1.0, "k": 3}),
+    "clat k=1 fast": ("clat", {"lam": 1.0, "k": 1, "inner": "fgsm-rs"}),
     "clat k=1 lam=0.1": ("clat", {"k": 1, "lam": 0.1}),
     "clat k=1 lam=10": ("clat", {"k": 1, "lam": 10.0}),
-    "clat k=1 ce=adv": ("clat", {"k": 1, "ce_input": "adv"}),
+    "clat k=1 ce=adv": ("clat", {"lam": 1.0, "k": 1, "ce_input": "adv"}),
     "clat k=1 ce=adv lam=0.1": ("clat", {"k": 1, "ce_input": "adv", "lam": 0.1}),
     "clat k=1 ce=adv lam=10": ("clat", {"k": 1, "ce_input": "adv", "lam": 10.0}),
 }
