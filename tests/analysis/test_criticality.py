@@ -17,7 +17,8 @@ from .toys import FixedPerturbation, ScaledStack, TinyCNN, images, labels
 
 
 def test_scaled_stack_criticality_is_each_layer_gain():
-    # F_i = (Π_{k≤i} a_k)·x  =>  W_i = |Π a_k|·mean||e||₂/N,  C_1 = W_1,  C_i = |a_i|
+    # F_i = (Π_{k≤i} a_k)·x  =>  W_i = |Π a_k|·W_0 with W_0 = mean||e||₂/N_input, C_i = |a_i|;
+    # normalised C_1 = W_1/W_0 = |a_1|, literal C_1 = W_1
     scales = (2.0, 0.5, -3.0)
     model = ScaledStack(scales=scales)
     x, y = images(5, (1, 4, 4)), labels(5)
@@ -25,9 +26,17 @@ def test_scaled_stack_criticality_is_each_layer_gain():
     out = criticality(model, x, y, selection="kind:scale", attack=FixedPerturbation(e), k=2)
     base = float(e.flatten().norm()) / 16
     np.testing.assert_allclose(out.weakness, np.abs(np.cumprod(scales)) * base, rtol=1e-5)
-    assert math.isclose(out.criticality[0], out.weakness[0], rel_tol=1e-12)   # C_1 = W_1
-    np.testing.assert_allclose(out.criticality[1:], np.abs(scales[1:]), rtol=1e-5)
-    assert out.top_k == ["body.2", "body.1"]
+    np.testing.assert_allclose(out.criticality, np.abs(scales), rtol=1e-5)
+    assert out.top_k == ["body.2", "body.0"]
+    record = out.to_dict()
+    assert record["c1"] == "normalised" and math.isclose(record["w0"], base, rel_tol=1e-6)
+    literal = criticality(model, x, y, selection="kind:scale", attack=FixedPerturbation(e), k=2,
+                          c1="literal")
+    assert math.isclose(literal.criticality[0], literal.weakness[0], rel_tol=1e-12)  # C_1 = W_1
+    np.testing.assert_allclose(literal.criticality[1:], np.abs(scales[1:]), rtol=1e-5)
+    assert literal.top_k == ["body.2", "body.1"] and literal.to_dict()["c1"] == "literal"
+    with pytest.raises(ValueError, match="normalised, literal"):
+        criticality(model, x, y, selection="kind:scale", attack=FixedPerturbation(e), c1="x")
 
 
 def test_matches_ratio_definition_on_a_real_model():
@@ -36,7 +45,7 @@ def test_matches_ratio_definition_on_a_real_model():
     g = torch.Generator().manual_seed(3)
     e = 0.03 * torch.sign(torch.randn(1, 1, 8, 8, generator=g))
     out = criticality(model, x, y, attack=FixedPerturbation(e), k=2, batch_size=4)
-    assert out.layers == ("conv1", "conv2", "fc")                 # kind:conv,linear, exec order
+    assert out.layers == ("conv1", "conv2", "fc")                 # depth:all, exec order
     with torch.no_grad(), FeatureCapture(model, list(out.layers)) as cap:
         model(x)
         clean = dict(cap.features)
@@ -47,17 +56,23 @@ def test_matches_ratio_definition_on_a_real_model():
         diff = (adv[name] - clean[name]).flatten(1).double()
         weakness.append(float((diff.norm(dim=1) / diff.shape[1]).mean()))   # CLAT Eq. 2
     np.testing.assert_allclose(out.weakness, weakness, rtol=1e-5)
-    expected_c = [weakness[0]] + [weakness[i] / weakness[i - 1] for i in range(1, 3)]
+    w0 = float((e.expand_as(x).flatten(1).double().norm(dim=1) / 64).mean())   # E‖δ‖₂/N_input
+    expected_c = [weakness[0] / w0] + [weakness[i] / weakness[i - 1] for i in range(1, 3)]
     np.testing.assert_allclose(out.criticality, expected_c, rtol=1e-5)           # Eq. 3
     # sanity check of CLAT §3.1: W_ε(F_i) = Π_{k≤i} C_k
-    np.testing.assert_allclose(np.cumprod(out.criticality), out.weakness, rtol=1e-9)
+    np.testing.assert_allclose(np.cumprod(out.criticality) * w0, out.weakness, rtol=1e-6)
     record = out.to_dict()
     json.dumps(record)
     assert record["selection"]["names"] == ["conv1", "conv2", "fc"]
-    # the top-2 of the manually computed C_i, not of the function's own output
-    by_c = sorted(range(3), key=lambda i: -expected_c[i])
+    # the classifier (last depth layer) is not a candidate: top-2 of conv1, conv2
+    assert record["candidates"] == ["conv1", "conv2"] and record["include_classifier"] is False
+    by_c = sorted(range(2), key=lambda i: -expected_c[i])
     assert record["top_k"] == [out.layers[i] for i in by_c[:2]]
     assert record["k"] == 2
+    with pytest.raises(ValueError, match="from 1 to 2, the number of candidate layers"):
+        criticality(model, x, y, attack=FixedPerturbation(e), k=3)
+    full = criticality(model, x, y, attack=FixedPerturbation(e), k=3, include_classifier=True)
+    assert set(full.top_k) == {"conv1", "conv2", "fc"}
 
 
 def test_default_attack_is_clat_pgd():
@@ -78,7 +93,7 @@ def test_helpers_edge_cases():
 
 
 def test_top_k_names_on_known_gains():
-    # C_1 = W_1 = 0.5·‖e‖/N (tiny), C_i = |a_i| for i > 1: the ranking is fixed by the gains
+    # normalised C_i = |a_i| for every i: the ranking is fixed by the gains
     model = ScaledStack(scales=(0.5, 4.0, 1.5, -2.0))
     x, y = images(3, (1, 4, 4)), labels(3)
     attack = FixedPerturbation(torch.full((1, 1, 4, 4), 0.01))
@@ -96,7 +111,7 @@ def test_k_outside_the_selection_is_an_error(k):
     model = ScaledStack(scales=(0.5, 4.0, 1.5, -2.0))
     x, y = images(3, (1, 4, 4)), labels(3)
     attack = FixedPerturbation(torch.full((1, 1, 4, 4), 0.01))
-    with pytest.raises(ValueError, match=r"from 1 to 4, the number of selected layers"):
+    with pytest.raises(ValueError, match=r"from 1 to 4, the number of candidate layers"):
         criticality(model, x, y, selection="kind:scale", attack=attack, k=k)
     assert attack.calls == 0                                   # refused before the attack
     with pytest.raises(ValueError, match="from 1 to 4"):
@@ -130,8 +145,9 @@ def test_stability_of_a_deterministic_ranking_is_perfect():
     d = criticality_stability(model, (x, y), batch_size=3, repeats=4, k=2, attack=attack,
                               selection="kind:scale").to_dict()
     assert d["change_rate"] == 0.0 and d["modal_count"] == 4
-    assert d["modal_top_k"] == ["body.1", "body.2"]                   # execution order
-    assert d["frequency"] == {"body.0": 0.0, "body.1": 1.0, "body.2": 1.0}
+    assert d["modal_top_k"] == ["body.0", "body.2"]                   # C = 2, 0.5, 3
+    assert d["frequency"] == {"body.0": 1.0, "body.1": 0.0, "body.2": 1.0}
+    assert d["c1"] == "normalised" and "w0" not in d
 
 
 def test_stability_rejects_bad_sizes():

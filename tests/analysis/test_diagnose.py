@@ -98,7 +98,8 @@ def test_bad_k_and_default_beta_fail_before_any_analysis_runs(monkeypatch):
         raise AssertionError("an analysis ran before the options were checked")
 
     monkeypatch.setattr(diagnose_module, "compare_psr", ran)
-    with pytest.raises(ValueError, match="from 1 to 3, the number of selected layers"):
+    # the classifier fc is not a candidate: conv1, conv2
+    with pytest.raises(ValueError, match="from 1 to 2, the number of candidate layers"):
         diagnose({"a": TinyCNN()}, _data(), analyses="psr,criticality", k=4, eps=0.1)
     with pytest.raises(ValueError, match="from 1 to 2"):
         diagnose({"a": TinyCNN()}, _data(), analyses="psr,criticality", k=3,

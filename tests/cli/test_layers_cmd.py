@@ -13,11 +13,14 @@ def run_json(capsys, argv):
 def test_layers_json_has_the_contract_fields(capsys):
     rows = run_json(capsys, ["layers", "resnet18", "--json"])
     assert len(rows) == 41
-    assert set(rows[0]) == {"index", "name", "kind", "block", "params", "out_shape", "selected"}
+    assert set(rows[0]) == {"index", "name", "kind", "block", "params", "out_shape", "depth",
+                            "selected"}
     assert rows[0] == {"index": 0, "name": "conv1", "kind": "conv", "block": "stem",
-                       "params": 1728, "out_shape": [64, 32, 32], "selected": True}
+                       "params": 1728, "out_shape": [64, 32, 32], "depth": 1, "selected": True}
     assert rows[-1]["out_shape"] == [10]
     assert rows[-1]["name"] == "linear" and rows[-1]["block"] == "head"
+    assert rows[-1]["depth"] == 18   # CLAT's depth numbering: no shortcut projections
+    assert [r["depth"] for r in rows if "shortcut" in r["name"]] == [None] * 6
 
 
 def test_layers_selected_column(capsys):

@@ -6,12 +6,14 @@ Feature weakness of layer i (CLAT Eq. 2, with the paper's practical approximatio
 
 N_i = number of elements of F_i(x) per example; δ = one untargeted PGD perturbation against the
 model output, shared by all layers (so all indices come from two forward passes once δ is known).
-Criticality (CLAT Eq. 3): C_i = W_ε(F_i) / W_ε(F_{i−1}), C_1 = W_ε(F_1); hence
-W_ε(F_i) = Π_{k≤i} C_k. Critical layers = top-k by C_i.
+Criticality (CLAT Eq. 3): C_i = W_ε(F_i) / W_ε(F_{i−1}). Critical layers = top-k by C_i.
 
-Layers default to the conv and linear layers in execution order (``kind:conv,linear``; CLAT
-has no public code) with features taken at their outputs. Default attack: CLAT's ℓ∞ PGD-10
-with α/ε = 0.007/0.03 and a random start.
+The computation lives in :mod:`robustlayers.criticality_core` (CLAT training uses it too). As the
+CLAT papers' layer lists imply: layers default to the *depth* layers (``depth:all``: main-path
+convs and the classifier, no shortcut projections, numbered as in the papers); the classifier is
+not a top-k candidate unless ``include_classifier``; C_1 = W_1 / W_0 with W_0 = E‖δ‖₂/N_input
+(``c1="normalised"``) unless ``c1="literal"`` (C_1 = W_1). Every result records these choices.
+Default attack: CLAT's ℓ∞ PGD-10 with α/ε = 0.007/0.03 and a random start.
 """
 
 from __future__ import annotations
@@ -29,14 +31,23 @@ from robustlayers.analysis._common import (
     resolve_layers, round_sig, selection_record, split_data,
 )
 from robustlayers.attacks import describe_eps
-from robustlayers.evaluate.metrics import batches, eval_mode, model_device
+from robustlayers.criticality_core import (
+    C1_CHOICES, DEPTH_SELECTION, candidate_names, check_c1, compute_criticality,
+    criticality_from_weakness, top_k_layers,
+)
+from robustlayers.criticality_core import check_k as _check_k
+from robustlayers.evaluate.metrics import model_device
 from robustlayers.evaluate.progress import task
 from robustlayers.evaluate.robust import run_attack
 from robustlayers.evaluate.validate import validate_count
 
-DEFAULT_SELECTION = "kind:conv,linear"
+DEFAULT_SELECTION = DEPTH_SELECTION
 CLAT_ALPHA_OVER_EPS = 0.007 / 0.03
 DEFAULT_K = 3
+
+__all__ = ["C1_CHOICES", "CriticalityResult", "StabilityResult", "check_k", "criticality",
+           "criticality_from_weakness", "criticality_stability", "default_criticality_attack",
+           "top_k_layers"]
 
 
 def default_criticality_attack(eps: float, *, steps: int = 10, alpha: float | None = None,
@@ -46,52 +57,10 @@ def default_criticality_attack(eps: float, *, steps: int = 10, alpha: float | No
     return make_pgd(eps, steps=steps, alpha=a, seed=seed)
 
 
-def criticality_from_weakness(weakness) -> np.ndarray:
-    """CLAT Eq. 3: C_1 = W_1, C_i = W_i / W_{i−1} (inf where W_{i−1} = 0 < W_i, NaN for 0/0)."""
-    w = np.asarray(weakness, dtype=np.float64)
-    c = np.empty_like(w)
-    if w.size:
-        c[0] = w[0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            c[1:] = w[1:] / w[:-1]
-    return c
-
-
 def check_k(k, n_layers: int) -> int:
-    """k must be an integer with 1 ≤ k ≤ n_layers (the number of selected layers). ``None``
-    means the default: DEFAULT_K, or every layer when fewer are selected."""
-    if k is None:
-        return min(DEFAULT_K, n_layers)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_layers:
-        raise ValueError(f"k (number of critical layers) must be an integer from 1 to "
-                         f"{n_layers}, the number of selected layers; got {k!r}")
-    return int(k)
-
-
-def top_k_layers(criticality, names, k: int) -> list[str]:
-    """The k layers with the largest C_i (NaN ranks last; ties keep execution order).
-    Raises ValueError unless 1 ≤ k ≤ len(names)."""
-    k = check_k(k, len(names))
-    c = np.nan_to_num(np.asarray(criticality, dtype=np.float64), nan=-np.inf)
-    order = sorted(range(len(names)), key=lambda i: (-c[i], i))
-    return [names[i] for i in order[:k]]
-
-
-def _weakness(model, resolved, x, x_adv, batch_size) -> np.ndarray:
-    """CLAT Eq. 2 with δ = x_adv − x: mean over examples of ‖ΔF_i‖₂ / N_i, per layer."""
-    from robustlayers.layers import capture
-
-    device = model_device(model)
-    totals = np.zeros(len(resolved.names), dtype=np.float64)
-    with eval_mode(model), torch.no_grad():
-        for part in batches(len(x), batch_size):
-            clean = capture(model, resolved, x[part].to(device))
-            adv = capture(model, resolved, x_adv[part].to(device))
-            for i, name in enumerate(resolved.names):
-                diff = (adv[name].double() - clean[name].double()).flatten(1)
-                n_i = diff.shape[1]
-                totals[i] += float((torch.linalg.vector_norm(diff, dim=1) / n_i).sum())
-    return totals / max(1, len(x))
+    """k must be an integer with 1 ≤ k ≤ n_layers (the number of candidate layers). ``None``
+    means the default: DEFAULT_K, or every candidate when fewer."""
+    return _check_k(k, n_layers, DEFAULT_K)
 
 
 @dataclass
@@ -111,6 +80,7 @@ class CriticalityResult:
     n_examples: int
     elapsed_s: float
     label: str | None = None
+    choices: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -130,6 +100,7 @@ class CriticalityResult:
             "eps": describe_eps(self.eps) if self.eps is not None else None,
             "selection": self.selection,
             "seed": self.seed,
+            **self.choices,
             **self.extra,
         })
 
@@ -138,49 +109,43 @@ def criticality(model: nn.Module, x, y=None, *, selection=None,
                 attack: AttackFn | None = None, eps: float | None = None, steps: int = 10,
                 alpha: float | None = None, k: int | None = None, batch_size: int = 128,
                 seed: int = 0, input_shape=None, label: str | None = None,
+                c1: str = "normalised", include_classifier: bool = False,
                 _resolved=None) -> CriticalityResult:
     """Criticality indices of the selected layers from the batch (x, y) (CLAT Eqs. 2–3).
 
     ``attack`` is any ``attack(model, x, y) -> x_adv``; δ = x_adv − x is shared by all layers.
-    ``k`` critical layers are reported: 1 ≤ k ≤ the number of selected layers, else ValueError;
-    None = 3, or all layers when fewer are selected. Data and the ``eps`` default as for
-    :func:`robustlayers.analysis.psr` (from the model's run or dataset; required otherwise).
+    ``k`` critical layers are reported among the candidates (the selected layers less the
+    classifier unless ``include_classifier``): 1 ≤ k ≤ their number, else ValueError; None = 3,
+    or all candidates when fewer. ``c1``: ``normalised`` (C_1 = W_1/W_0) or ``literal``. Data
+    and the ``eps`` default as for :func:`robustlayers.analysis.psr` (from the model's run or
+    dataset; required otherwise).
     """
     batch_size = validate_count(batch_size, name="batch_size")
+    check_c1(c1)
     if attack is None:
         eps = resolve_eps(model, eps, data=x, what="criticality")
     x, y = split_data(x, y)
-    if _resolved is None:
-        _, _resolved = resolve_layers(model, selection, DEFAULT_SELECTION,
-                                      data_shape(model, x, input_shape))
-    k = check_k(k, len(_resolved.names))
+    lmap, resolved = resolve_layers(model, selection if _resolved is None else list(
+        _resolved.names), DEFAULT_SELECTION, data_shape(model, x, input_shape))
+    _resolved = _resolved or resolved
+    k = check_k(k, len(candidate_names(lmap, _resolved.names, include_classifier)))
     if attack is None:
         attack = default_criticality_attack(eps, steps=steps, alpha=alpha, seed=seed)
     _sync(model)
     start = time.perf_counter()
     x_adv, _, _ = run_attack(model, attack, x, y, batch_size=batch_size,
                              desc=f"criticality{': ' + label if label else ''} (attack)")
-    weakness = _weakness(model, _resolved, x, x_adv, batch_size)
+    core = compute_criticality(model, lmap, _resolved.names, x, x_adv, c1=c1,
+                               include_classifier=include_classifier, batch_size=batch_size)
     _sync(model)
     elapsed = time.perf_counter() - start
-    crit = criticality_from_weakness(weakness)
-    names = list(_resolved.names)
     return CriticalityResult(
-        layers=tuple(names), kinds=tuple(info.kind for info in _resolved.layers),
-        weakness=weakness, criticality=crit, k=k, top_k=top_k_layers(crit, names, k),
+        layers=tuple(core.layers), kinds=tuple(info.kind for info in _resolved.layers),
+        weakness=core.weakness, criticality=core.criticality, k=k, top_k=core.top_k(k),
         attack=attack_record(attack), selection=selection_record(_resolved), seed=int(seed),
         eps=attack_eps(attack), n_examples=len(x), elapsed_s=elapsed, label=label,
+        choices=jsonable(core.choices),
     )
-
-
-def _one_repeat(model, x, y, r, generator, batch_size, attack, eps, steps, alpha, k, seed,
-                resolved) -> "CriticalityResult":
-    """Criticality on the r-th random batch (attack seed ``seed + r`` for the default attack)."""
-    idx = torch.randperm(len(x), generator=generator)[:batch_size]
-    att = attack if attack is not None else default_criticality_attack(
-        eps, steps=steps, alpha=alpha, seed=seed + r)
-    return criticality(model, x[idx], y[idx], attack=att, eps=eps, k=k, batch_size=batch_size,
-                       seed=seed + r, _resolved=resolved)
 
 
 def _sync(model: nn.Module) -> None:
@@ -205,6 +170,7 @@ class StabilityResult:
     eps: float | None
     mean_time_s: float
     label: str | None = None
+    choices: dict = field(default_factory=dict)
 
     @property
     def frequency(self) -> dict[str, float]:
@@ -251,6 +217,7 @@ class StabilityResult:
             "eps": describe_eps(self.eps) if self.eps is not None else None,
             "selection": self.selection,
             "seed": self.seed,
+            **self.choices,
         })
 
 
@@ -258,7 +225,8 @@ def criticality_stability(model: nn.Module, data, *, batch_size: int = 10, repea
                           k: int | None = None, seed: int = 0, selection=None,
                           attack: AttackFn | None = None, eps: float | None = None,
                           steps: int = 10, alpha: float | None = None, input_shape=None,
-                          label: str | None = None) -> StabilityResult:
+                          label: str | None = None, c1: str = "normalised",
+                          include_classifier: bool = False) -> StabilityResult:
     """Criticality (CLAT Eq. 3) on ``repeats`` random batches of ``batch_size`` drawn without
     replacement from ``data`` (TensorData or (x, y)); batch r uses attack seed ``seed + r``
     when the default attack is used. Returns per-layer top-k frequencies, the modal top-k set
@@ -271,20 +239,25 @@ def criticality_stability(model: nn.Module, data, *, batch_size: int = 10, repea
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if not 1 <= batch_size <= len(x):
         raise ValueError(f"batch_size must be in [1, {len(x)}] (the data size), got {batch_size}")
-    _, resolved = resolve_layers(model, selection, DEFAULT_SELECTION,
-                                 data_shape(model, x, input_shape))
-    k = check_k(k, len(resolved.names))
+    lmap, resolved = resolve_layers(model, selection, DEFAULT_SELECTION,
+                                    data_shape(model, x, input_shape))
+    k = check_k(k, len(candidate_names(lmap, resolved.names, include_classifier)))
     generator = torch.Generator().manual_seed(int(seed))
     tops, crits, times, record = [], [], [], None
     with task(repeats, f"criticality stability{': ' + label if label else ''}",
               unit="batch") as bar:
         for r in range(repeats):
-            result = _one_repeat(model, x, y, r, generator, batch_size, attack, eps, steps,
-                                 alpha, k, seed, resolved)
+            idx = torch.randperm(len(x), generator=generator)[:batch_size]
+            att = attack if attack is not None else default_criticality_attack(
+                eps, steps=steps, alpha=alpha, seed=seed + r)
+            result = criticality(model, x[idx], y[idx], attack=att, eps=eps, k=k,
+                                 batch_size=batch_size, seed=seed + r, _resolved=resolved,
+                                 c1=c1, include_classifier=include_classifier)
             tops.append(result.top_k)
             crits.append(result.criticality)
             times.append(result.elapsed_s)
             record = record or result.attack
+            choices = {key: v for key, v in result.choices.items() if key != "w0"}
             bar.update(1)
     return StabilityResult(
 
@@ -292,5 +265,5 @@ def criticality_stability(model: nn.Module, data, *, batch_size: int = 10, repea
         top_k_per_repeat=tops, criticality_per_repeat=np.stack(crits), attack=record,
         selection=selection_record(resolved), seed=int(seed),
         eps=attack_eps(attack) if attack is not None else float(eps),
-        mean_time_s=float(np.mean(times)), label=label,
+        mean_time_s=float(np.mean(times)), label=label, choices=choices,
     )

@@ -29,6 +29,7 @@ from robustlayers.analysis.criticality import (
 from robustlayers.analysis.filter_norms import filter_norms_family
 from robustlayers.analysis.preactivation import preactivation_corruptions, preactivation_stats
 from robustlayers.analysis.psr import DEFAULT_SELECTION as PSR_SELECTION, compare_psr
+from robustlayers.criticality_core import candidate_names
 from robustlayers.analysis.quantization import (
     DEFAULT_BETA, DEFAULT_BETAS, quantization_grid,
 )
@@ -110,9 +111,9 @@ def _preflight(models: dict[str, nn.Module], chosen, opts: "DiagnoseOptions", x)
         _check_conv_selection(models, opts.selection)
     if "criticality" in chosen and opts.k is not None:
         for model in models.values():
-            _, resolved = resolve_layers(model, opts.selection, CRITICALITY_SELECTION,
-                                         data_shape(model, x))
-            check_k(opts.k, len(resolved.names))
+            lmap, resolved = resolve_layers(model, opts.selection, CRITICALITY_SELECTION,
+                                            data_shape(model, x))
+            check_k(opts.k, len(candidate_names(lmap, resolved.names)))
     if "quantization" in chosen and float(opts.default_beta) not in map(float, opts.betas):
         raise ValueError(f"default β {opts.default_beta:g} is not in the β grid "
                          f"{[float(b) for b in opts.betas]}; add it to the grid or choose one "

@@ -57,8 +57,13 @@ class AutoAttackAdapter(Attack):
 
     def __init__(self, threat: ThreatModel | None = None, *, eps=None, norm=None,
                  version: str = "standard", attacks=None, seed: int = 0, batch_size: int = 250,
-                 settings: str = "standard"):
+                 settings: str = "standard", fab_targets: int | None = None):
         super().__init__(threat, eps=eps, norm=norm, seed=seed)
+        if fab_targets is not None and (isinstance(fab_targets, bool) or not isinstance(
+                fab_targets, int) or fab_targets < 1):
+            raise ValueError(f"fab_targets (FAB-T target classes; CLAT uses 3, the standard "
+                             f"version 9) must be an integer >= 1 or None, got {fab_targets!r}")
+        self.fab_targets = fab_targets
         version = version.strip().lower() if isinstance(version, str) else version
         if settings not in SETTINGS:
             raise ValueError(f"unknown settings {settings!r}; choose one of {', '.join(SETTINGS)}")
@@ -85,7 +90,8 @@ class AutoAttackAdapter(Attack):
         return {**super().config(), "name": "autoattack" if self.version == "standard"
                 else f"autoattack-{self.version}", "version": self.version,
                 "attacks": self.attacks or _VERSION_ATTACKS[self.version], "package": "pyautoattack",
-                "settings": self.settings if self.version == "custom" else self.version}
+                "settings": self.settings if self.version == "custom" else self.version,
+                **({"fab_targets": self.fab_targets} if self.fab_targets is not None else {})}
 
     def build(self, model, device) -> "object":
         """The ``pyautoattack.AutoAttack`` instance this adapter runs (for inspection)."""
@@ -95,6 +101,8 @@ class AutoAttackAdapter(Attack):
                                norm=_NORMS[self.threat.norm], seed=self.seed, version=self.version)
         if self.version == "custom" and self.settings == "standard":
             use_standard_settings(adversary)
+        if self.fab_targets is not None:  # CLAT §4.1: FAB-T on 3 target classes
+            adversary.fab.n_target_classes = self.fab_targets
         return adversary
 
 

@@ -83,8 +83,8 @@ def _add_analysis_args(parser) -> None:
     parser.add_argument("--stability-batch", type=int, default=10,
                         help="batch size of each stability repeat (CLAT §4.4: 10)")
     parser.add_argument("--top-k", type=int, default=None,
-                        help="number of critical layers, 1 to the number of selected layers "
-                        "(default 3, or all when fewer are selected)")
+                        help="number of critical layers, 1 to the number of candidates (the "
+                        "selected layers less the classifier; default 3, or all when fewer)")
     parser.add_argument("--preact-module", default=None,
                         help="module whose input is the final pre-activation (default: auto)")
     parser.add_argument("--corruption-dir", default=None,

@@ -55,6 +55,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--alpha", default=None, metavar="ALPHA",
                    help="PGD step size, e.g. 1/255 (default 2.5·ε/steps); FGSM: its step")
     p.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
+    p.add_argument("--fab-targets", type=int, default=None, metavar="N",
+                   help="AutoAttack FAB-T target classes (standard 9; CLAT (Adhikari et al.) "
+                   "evaluates with 3)")
     p.add_argument("--n-examples", type=int, default=1000,
                    help="seeded random test subset size (default 1000; 0 = the whole test split)")
     p.add_argument("--batch-size", type=int, default=256, help="examples per attack batch")
@@ -87,7 +90,7 @@ def parse_attack_names(values) -> list[str]:
     return names
 
 
-def build_attacks(names, threat, *, steps, alpha, restarts, seed) -> dict:
+def build_attacks(names, threat, *, steps, alpha, restarts, seed, fab_targets=None) -> dict:
     """Display name -> attack; --steps/--alpha/--restarts apply to PGD (α also to FGSM)."""
     from robustlayers.attacks import make_attack
 
@@ -100,6 +103,8 @@ def build_attacks(names, threat, *, steps, alpha, restarts, seed) -> dict:
         elif name in ("fgsm", "fgsm-rs"):
             kw = {"alpha": alpha} if alpha is not None else {}
             attacks[name] = make_attack(name, threat, seed=seed, **kw)
+        elif name == "autoattack" and fab_targets is not None:
+            attacks[name] = make_attack(name, threat, seed=seed, fab_targets=fab_targets)
         else:
             attacks[name] = make_attack(name, threat, seed=seed)
     return attacks
@@ -184,7 +189,7 @@ def evaluate_record(args) -> tuple[dict, list]:
     model = model.to(device).eval()
     x, y = data.x.to(device), data.y.to(device)
     attacks = build_attacks(names, threat, steps=args.steps, alpha=alpha, restarts=args.restarts,
-                            seed=args.seed)
+                            seed=args.seed, fab_targets=args.fab_targets)
     result = evaluate_model(model, x, y, attacks, batch_size=args.batch_size)
     checks = run_sanity_checks(model, x, y, threat=threat, steps=args.steps, alpha=alpha,
                                restarts=max(2, args.restarts), seed=args.seed,

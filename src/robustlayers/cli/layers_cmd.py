@@ -8,7 +8,7 @@ from robustlayers.cli.common import (HelpFormatter, add_normalize_option, add_qu
 from robustlayers.data import get_dataset_info, list_datasets
 from robustlayers.layers import layer_map, select
 
-ROW_FIELDS = ("index", "name", "kind", "block", "params", "out_shape", "selected")
+ROW_FIELDS = ("index", "name", "kind", "block", "params", "out_shape", "depth", "selected")
 
 
 def add_parser(subparsers):
@@ -67,7 +67,7 @@ def layer_rows(model, expression: str | None) -> list[dict]:
     lmap = layer_map(model)
     chosen = set(select(model, expression).names) if expression is not None else set(lmap.names)
     return [{"index": i.index, "name": i.name, "kind": i.kind, "block": i.block,
-             "params": i.params, "out_shape": list(i.out_shape or ()),
+             "params": i.params, "out_shape": list(i.out_shape or ()), "depth": i.depth,
              "selected": i.name in chosen} for i in lmap]
 
 
@@ -89,6 +89,7 @@ def run(args) -> int:
         print(f"selection {args.select!r}: {len(chosen)} layers, "
               f"{sum(r['params'] for r in chosen):,} parameters")
     table = [dict(r, out_shape="x".join(map(str, r["out_shape"])),
+                  depth="" if r["depth"] is None else r["depth"],
                   selected="*" if r["selected"] else "") for r in rows]
     print_table(table, list(ROW_FIELDS))
     return 0

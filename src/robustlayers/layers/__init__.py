@@ -15,6 +15,7 @@ from robustlayers.layers.layermap import (
     is_layer,
     layer_kind,
     layer_map,
+    mark_shortcut,
     numel,
 )
 from robustlayers.layers._syntax import PREFIXES
@@ -30,6 +31,6 @@ from robustlayers.layers.surgery import count_params, freeze, reinit, unfreeze
 __all__ = [
     "KINDS", "PREFIXES", "WHAT", "FeatureCapture", "LayerInfo", "LayerMap", "ResolvedSelection",
     "Selection", "SelectionError", "build_layer_map", "capture", "closest", "count_params",
-    "freeze", "is_layer", "layer_kind", "layer_map", "numel", "param_groups", "reinit",
+    "freeze", "is_layer", "layer_kind", "layer_map", "mark_shortcut", "numel", "param_groups", "reinit",
     "resolve_module", "select", "unfreeze",
 ]

@@ -10,7 +10,7 @@ from typing import Callable
 from robustlayers.errors import SelectionError
 from robustlayers.layers.layermap import LayerInfo
 
-PREFIXES = ("kind", "block", "before", "until", "from", "after", "index")
+PREFIXES = ("kind", "block", "before", "until", "from", "after", "index", "depth")
 # Limits that keep parsing, rendering and evaluation well inside Python's recursion limit: the
 # depth of the expression tree (one level per operator in a chain such as ``a | b | c``) and the
 # nesting of parentheses. A longer list of layers fits in one term: ``conv1,conv2,layer1.*``.
@@ -125,7 +125,7 @@ class Parser:
             return node
         if kind != "term":
             raise SelectionError(f"unexpected {value!r} in selection {short(self.text)}; a term "
-                                 "(name, glob, kind:…, block:…, index:…) was expected")
+                                 "(name, glob, kind:…, block:…, index:…, depth:…) was expected")
         return parse_term(value)
 
 
@@ -177,7 +177,7 @@ def parse_term(token: str) -> Term:
 
 _EXAMPLES = {"kind": "conv", "block": "3,4", "before": "layer2.0.conv1",
              "until": "layer2.0.conv1", "from": "layer2.0.conv1", "after": "layer2.0.conv1",
-             "index": "2:7"}
+             "index": "2:7", "depth": "11"}
 
 
 _PRECEDENCE = {"|": 1, "-": 1, "&": 2}

@@ -36,6 +36,30 @@ _KINDS: tuple[tuple[type, str], ...] = (
 KINDS = ("conv", "linear", "bn", "norm", "embedding")
 """Kinds with a fixed name; any other layer's kind is its class name in lower case."""
 
+SHORTCUT_MARK = "is_shortcut_projection"
+DEPTH_KINDS = ("conv", "linear")
+
+
+def mark_shortcut(module: nn.Module) -> nn.Module:
+    """Mark ``module`` and everything under it as a residual *shortcut projection* (the 1×1
+    conv, and its BN, that a ResNet block adds to its main path). Zoo constructors call it
+    where they build a projection; the layer map then leaves these layers out of the *depth*
+    numbering that CLAT's layer indices use (main-path convs and the classifier). Models from
+    elsewhere may instead set ``model.shortcut_layers`` to the projection layers' names."""
+    for sub in module.modules():
+        setattr(sub, SHORTCUT_MARK, True)
+    return module
+
+
+def shortcut_names(model: nn.Module) -> set[str]:
+    """Names of the model's shortcut projection layers: the marked modules
+    (:func:`mark_shortcut`) and ``model.shortcut_layers`` if the model declares it."""
+    found = {name for name, m in model.named_modules() if getattr(m, SHORTCUT_MARK, False)}
+    declared = getattr(model, "shortcut_layers", None) or ()
+    if isinstance(declared, str):
+        declared = (declared,)
+    return found | set(declared)
+
 
 def layer_kind(module: nn.Module) -> str:
     """The kind of a layer: conv, linear, bn, norm, embedding, or its lower-cased class name."""
@@ -63,6 +87,8 @@ class LayerInfo:
     params: int
     out_shape: tuple[int, ...] | None  # per-example output shape; None if it never ran
     executed: bool
+    shortcut: bool = False     # a residual shortcut projection (mark_shortcut)
+    depth: int | None = None   # CLAT's 1-based depth index; None unless a main-path conv/linear
 
     def to_dict(self) -> dict:
         return {
@@ -73,6 +99,8 @@ class LayerInfo:
             "params": self.params,
             "out_shape": list(self.out_shape) if self.out_shape is not None else None,
             "executed": self.executed,
+            "shortcut": self.shortcut,
+            "depth": self.depth,
         }
 
 
@@ -96,6 +124,14 @@ class LayerMap:
     @property
     def module_paths(self) -> tuple[str, ...]:
         return self._module_paths
+
+    @property
+    def depth_layers(self) -> tuple[LayerInfo, ...]:
+        """The *depth* layers in order: executed conv and linear layers that are not shortcut
+        projections — the layers CLAT numbers 1, 2, … (CLAT §3.1, Tables 6 and 8: ResNet-18
+        depth 11 is ``layer3.0.conv2``; DenseNet-121's 14, 39 and 88 are its transition convs).
+        The last one is the classifier."""
+        return tuple(info for info in self._layers if info.depth is not None)
 
     @property
     def blocks(self) -> tuple[str, ...]:
@@ -221,18 +257,24 @@ def build_layer_map(model: nn.Module, input_shape=None) -> LayerMap:
 
     modules = dict(candidates)
     never_ran = [name for name, _ in candidates if name not in out_shapes]
-    layers = []
+    shortcuts = shortcut_names(model)
+    layers, depth = [], 0
     for index, name in enumerate(order + never_ran):
         module = modules[name]
+        kind = layer_kind(module)
+        is_depth = kind in DEPTH_KINDS and name not in shortcuts and name in out_shapes
+        depth += is_depth
         layers.append(
             LayerInfo(
                 index=index,
                 name=name,
-                kind=layer_kind(module),
+                kind=kind,
                 block=block_of(model, name),
                 params=sum(p.numel() for p in module.parameters(recurse=False)),
                 out_shape=out_shapes.get(name),
                 executed=name in out_shapes,
+                shortcut=name in shortcuts,
+                depth=depth if is_depth else None,
             )
         )
     paths = tuple(name for name, _ in model.named_modules() if name)

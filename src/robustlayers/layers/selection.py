@@ -15,6 +15,8 @@ Text syntax (terms joined by operators, parentheses allowed)::
     from:NAME             NAME and every later layer
     after:NAME            layers strictly after NAME
     index:5  index:2:7    positions in execution order (half-open ranges, negatives from the end)
+    depth:11  depth:1:5   CLAT's 1-based *depth* numbering: main-path convs and the classifier,
+    depth:all  depth:-1   no shortcut projections (ranges inclusive; -1 = the classifier)
     all                   every layer
 
     A | B, A + B          union          A & B     intersection
@@ -95,6 +97,12 @@ class Selection:
     @classmethod
     def index(cls, *positions: int | str) -> "Selection":
         return cls(Term("index", tuple(str(p) for p in positions)))
+
+    @classmethod
+    def depth(cls, *positions: int | str) -> "Selection":
+        """CLAT's depth layers by 1-based index (``Selection.depth(11)``), ``"A:B"`` inclusive
+        ranges, negatives from the end, or ``"all"``."""
+        return cls(Term("depth", tuple(str(p) for p in positions)))
 
     @classmethod
     def where(cls, predicate: Callable[[LayerInfo], bool], label: str = "predicate") -> "Selection":
@@ -256,6 +264,8 @@ def _evaluate_term(term: Term, lmap: LayerMap) -> set[str]:
         return set().union(*(_match_block(v, lmap) for v in term.values))
     if term.prefix == "index":
         return set().union(*(_match_index(v, lmap) for v in term.values))
+    if term.prefix == "depth":
+        return set().union(*(_match_depth(v, lmap) for v in term.values))
     return _match_position(term.prefix, term.values[0], lmap)
 
 
@@ -305,6 +315,30 @@ def _match_index(value: str, lmap: LayerMap) -> set[str]:
     if not found:
         raise SelectionError(f"index range {value!r} selects no layer of the {len(names)} layers")
     return found
+
+
+def _match_depth(value: str, lmap: LayerMap) -> set[str]:
+    """``depth:N`` (1-based, negatives from the end), ``depth:A:B`` (inclusive), ``depth:all``."""
+    depth = lmap.depth_layers
+    n = len(depth)
+    if not n:
+        raise SelectionError("this model has no depth layers (executed conv or linear layers "
+                             "that are not shortcut projections)")
+    if value == "all":
+        return {info.name for info in depth}
+    valid = (f"the model has {n} depth layers (main-path convs and the classifier; valid "
+             f"1..{n}, -1 = the classifier, A:B inclusive ranges, or all)")
+    try:
+        parts = [int(p) for p in value.split(":")]
+    except ValueError:
+        raise SelectionError(f"depth:{value} is not an integer, a range like 1:5 or 'all'; "
+                             f"{valid}") from None
+    if len(parts) > 2 or any(p == 0 or not -n <= p <= n for p in parts):
+        raise SelectionError(f"depth {value} is out of range: {valid}")
+    first, last = (p if p > 0 else n + 1 + p for p in (parts[0], parts[-1]))
+    if first > last:
+        raise SelectionError(f"depth range {value} is empty (start after end); {valid}")
+    return {info.name for info in depth[first - 1:last]}
 
 
 def _match_position(where: str, name: str, lmap: LayerMap) -> set[str]:

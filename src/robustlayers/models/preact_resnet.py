@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustlayers.layers.layermap import mark_shortcut
+
 from .common import ZooModel, make_activation
 
 
@@ -42,9 +44,9 @@ class PreActBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.has_projection = stride != 1 or in_planes != planes * self.expansion
         if self.has_projection:
-            self.shortcut = nn.Sequential(
+            self.shortcut = mark_shortcut(nn.Sequential(  # not a depth layer (CLAT)
                 nn.Conv2d(in_planes, planes * self.expansion, 1, stride=stride, bias=False)
-            )
+            ))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))

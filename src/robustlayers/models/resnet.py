@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustlayers.layers.layermap import mark_shortcut
+
 from .common import ZooModel, make_activation
 
 
@@ -30,10 +32,10 @@ def shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
     changes resolution or width — the kuangliu/pytorch-cifar key layout."""
     if stride == 1 and in_planes == out_planes:
         return nn.Sequential()
-    return nn.Sequential(
+    return mark_shortcut(nn.Sequential(  # not a depth layer (CLAT's numbering)
         nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
         nn.BatchNorm2d(out_planes),
-    )
+    ))
 
 
 class BasicBlock(nn.Module):

@@ -26,6 +26,8 @@ import math
 import torch
 from torch import nn
 
+from robustlayers.layers.layermap import mark_shortcut
+
 from .common import ZooModel, make_activation
 
 
@@ -43,7 +45,8 @@ class WideBasicBlock(nn.Module):
         self.equal_in_out = in_planes == out_planes and stride == 1
         self.convShortcut = None
         if not self.equal_in_out:
-            self.convShortcut = nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+            self.convShortcut = mark_shortcut(  # not a depth layer (CLAT's numbering)
+                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))

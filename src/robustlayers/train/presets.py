@@ -74,9 +74,40 @@ def _spectrum_resnet() -> dict:
 
 
 def _clat_pretrain() -> dict:
-    """CLAT's PGD-AT starting point: cosine schedule, eps=0.03, alpha=0.007, PGD-10."""
-    return dict(model="resnet18", dataset="cifar10", method="pgd-at", epochs=100,
-                schedule="cosine", eps=0.03, alpha=0.007, steps=10)
+    """CLAT's base AT (Adhikari et al., CLAT §4.1): 50 epochs PGD-AT, SGD lr 0.1 with cosine
+    decay, eps=0.03, alpha=0.007, PGD-10 for training and the PGD-10 test attack. Continue with
+    clat-finetune --init-from THIS_RUN (the same base for TRADES/MART/AWP: --method)."""
+    return dict(model="resnet18", dataset="cifar10", method="pgd-at", epochs=50, lr=0.1,
+                schedule="cosine", eps=0.03, alpha=0.007, steps=10, eval_steps=10)
+
+
+def _clat_finetune() -> dict:
+    """CLAT fine-tuning (CLAT §4.1, Algorithm 1): 50 epochs of CLAT after clat-pretrain (give
+    --init-from RUN), cosine from lr 0.1 again, eps=0.03, alpha=0.007, PGD-10; critical layers
+    reselected every 10 epochs from 10 training images; k per architecture (ResNet-18: 1)."""
+    return dict(_clat_pretrain(), method="clat")
+
+
+def _clat_pretrain_70() -> dict:
+    """CLAT appendix variant (CLAT App. D.9): 70 epochs of base PGD-AT, then clat-finetune-30."""
+    return dict(_clat_pretrain(), epochs=70)
+
+
+def _clat_finetune_30() -> dict:
+    """CLAT appendix variant (CLAT App. D.9): 30 epochs of CLAT after clat-pretrain-70."""
+    return dict(_clat_finetune(), epochs=30)
+
+
+def _clat_fmnist_pretrain() -> dict:
+    """A CPU-sized CLAT base on Fashion-MNIST: fmnist-quick's small CNN PGD-AT (5 epochs on 10k
+    images, PGD-5 eps=0.1 alpha=0.025); continue with clat-fmnist --init-from THIS_RUN."""
+    return _fmnist_quick()
+
+
+def _clat_fmnist() -> dict:
+    """CLAT on the small CNN after clat-fmnist-pretrain (give --init-from RUN): 5 epochs, k=1,
+    critical layers reselected every 2 epochs."""
+    return dict(_fmnist_quick(), method="clat", method_args={"reselect_every": 2})
 
 
 def _fmnist_quick() -> dict:
@@ -98,6 +129,11 @@ PRESETS = {
     "early-vgg": _early_vgg,
     "spectrum-resnet": _spectrum_resnet,
     "clat-pretrain": _clat_pretrain,
+    "clat-finetune": _clat_finetune,
+    "clat-pretrain-70": _clat_pretrain_70,
+    "clat-finetune-30": _clat_finetune_30,
+    "clat-fmnist-pretrain": _clat_fmnist_pretrain,
+    "clat-fmnist": _clat_fmnist,
     "fmnist-quick": _fmnist_quick,
 }
 
