@@ -1,4 +1,4 @@
-"""Bench: CLAT (Adhikari et al., "Criticality Leveraged Adversarial Training") on Fashion-MNIST
+"""Bench: CLAT (Gopal et al., "Criticality Leveraged Adversarial Training") on Fashion-MNIST
 with the small CNN, equal total epochs for every arm.
 
 1. Base: PGD-AT for ``--base-epochs``. Then, for ``--fine-epochs`` more epochs from its last

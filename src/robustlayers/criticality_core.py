@@ -1,4 +1,4 @@
-"""The core of CLAT's layer criticality (Adhikari et al., "Criticality Leveraged Adversarial
+"""The core of CLAT's layer criticality (Gopal et al., "Criticality Leveraged Adversarial
 Training", §3.1, Eqs. 2–3), shared by the analysis (:mod:`robustlayers.analysis.criticality`) and
 CLAT fine-tuning (:mod:`robustlayers.train.methods.clat`) — neither imports the other.
 

@@ -56,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="PGD step size, e.g. 1/255 (default 2.5·ε/steps); FGSM: its step")
     p.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
     p.add_argument("--fab-targets", type=int, default=None, metavar="N",
-                   help="AutoAttack FAB-T target classes (standard 9; CLAT (Adhikari et al.) "
+                   help="AutoAttack FAB-T target classes (standard 9; CLAT (Gopal et al.) "
                    "evaluates with 3)")
     p.add_argument("--n-examples", type=int, default=1000,
                    help="seeded random test subset size (default 1000; 0 = the whole test split)")

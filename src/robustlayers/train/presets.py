@@ -74,7 +74,7 @@ def _spectrum_resnet() -> dict:
 
 
 def _clat_pretrain() -> dict:
-    """CLAT's base AT (Adhikari et al., CLAT §4.1): 50 epochs PGD-AT, SGD lr 0.1 with cosine
+    """CLAT's base AT (Gopal et al., CLAT §4.1): 50 epochs PGD-AT, SGD lr 0.1 with cosine
     decay, eps=0.03, alpha=0.007, PGD-10 for training and the PGD-10 test attack. Continue with
     clat-finetune --init-from THIS_RUN (the same base for TRADES/MART/AWP: --method)."""
     return dict(model="resnet18", dataset="cifar10", method="pgd-at", epochs=50, lr=0.1,

@@ -1,4 +1,4 @@
-"""CLAT: criticality-leveraged adversarial training (Adhikari et al., "Criticality Leveraged
+"""CLAT: criticality-leveraged adversarial training (Gopal et al., "Criticality Leveraged
 Adversarial Training", §3.2–3.3, Eqs. 5–6 / 8–9, Algorithm 1).
 
 Fine-tunes a pre-trained model (``init_from``: a PGD-AT, TRADES, MART, AWP or natural run). At
@@ -75,7 +75,7 @@ class CLATSettings:
 
 @register_method("clat")
 class CLAT(Method):
-    """CLAT (Adhikari et al.): train only the k most critical layers, reselected every N epochs,
+    """CLAT (Gopal et al.): train only the k most critical layers, reselected every N epochs,
     on CE + λ·feature difference (Algorithm 1, Eq. 9); start from a run with --init-from."""
 
     Settings = CLATSettings
