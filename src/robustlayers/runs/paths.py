@@ -20,7 +20,7 @@ from robustlayers.errors import OutputPathError, describe_value
 # characters (tempfile.mkdtemp) or "." + name + "." + 8 random + ".tmp" (tempfile.mkstemp).
 TWIN_EXTRA = 14
 # Room kept for what is written inside an output folder, e.g.
-# "checkpoints/.tmp-epoch-0001-PID-TOKEN/.model.safetensors.XXXXXXXX.tmp".
+# "checkpoints/.tmp-epoch-0001-PID-TOKEN/.model.safetensors.<8 random>.tmp".
 INNER_RESERVE = 96
 KINDS = ("dir", "file")
 
