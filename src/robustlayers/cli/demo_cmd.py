@@ -122,7 +122,9 @@ def run(args) -> int:
     from robustlayers.builders import build_model
 
     lmap = layer_map(build_model("smallcnn", info))
-    print_table(lmap.to_rows(), ["index", "name", "kind", "block", "params", "out_shape"])
+    rows = [dict(r, out_shape="x".join(map(str, r.get("out_shape") or ())))
+            for r in lmap.to_rows()]
+    print_table(rows, ["index", "name", "kind", "block", "params", "out_shape"])
 
     _step(f"Training natural and PGD-AT small CNNs ({args.epochs} epochs, "
           f"{args.train_size} images)")
