@@ -34,8 +34,10 @@ def identity(config: dict) -> dict:
         from robustlayers.train.init import parse_init_from
 
         path, tag = parse_init_from(data["init_from"])
-        data["init_from"] = f"{Path(path).resolve()}@{tag or 'last'}" if Path(path).is_dir() \
-            else str(Path(path).resolve())
+        # with an explicit tag it is a run directory, existing yet or not (a study plans a
+        # stage-2 run before its stage-1 run exists)
+        data["init_from"] = f"{Path(path).resolve()}@{tag or 'last'}" \
+            if tag or Path(path).is_dir() else str(Path(path).resolve())
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 

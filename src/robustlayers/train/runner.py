@@ -49,10 +49,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                           f"{describe_value(config)}; e.g. train(preset('fmnist-quick')) or "
                           f"train({{'method': 'pgd-at', 'epochs': 5}})")
     config, user = _with_user_objects(dataclasses.replace(config), model, train_data, test_data)
-    config = config.validate()
-    info = user["splits"]["train"].info if "splits" in user else get_dataset_info(config.dataset)
-    threat, alpha, eval_alpha = resolve_threat(config, info)
-    config.eps, config.alpha, config.eval_alpha = threat.eps, alpha, eval_alpha
+    config = resolve_config(config, user["splits"]["train"].info if "splits" in user else None)
     if config.init_from and not parse_init_from(config.init_from)[0].exists():
         raise FileNotFoundError(f"init_from {config.init_from!r}: "
                                 f"{parse_init_from(config.init_from)[0]} is neither a run "
@@ -72,6 +69,24 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                 return existing
             return _resume(path, quiet=config.quiet, device=config.device, user=user)
         return run_loop(config, run_path=path, resuming=False, user=user)
+
+
+def resolve_config(config: TrainConfig | dict, info=None) -> TrainConfig:
+    """``config`` validated, with ε and both step sizes resolved against the dataset (``info``,
+    default the registered dataset's) — what :func:`train` runs and names its directory by."""
+    config = config_from_dict(config) if isinstance(config, dict) else dataclasses.replace(config)
+    config = config.validate()
+    info = info if info is not None else get_dataset_info(config.dataset)
+    threat, alpha, eval_alpha = resolve_threat(config, info)
+    config.eps, config.alpha, config.eval_alpha = threat.eps, alpha, eval_alpha
+    return config
+
+
+def planned_run_path(config: TrainConfig | dict) -> Path:
+    """The run directory :func:`train` would use for ``config`` (registered model and data),
+    known before anything runs: a study plans stage-2 runs on their stage-1 run's path."""
+    config = resolve_config(config)
+    return Path(config.out) if config.out else run_path(config)
 
 
 def _with_user_objects(config: TrainConfig, model, train_data, test_data):

@@ -93,9 +93,10 @@ def _number(name: str, text: str) -> float:
                           f"got {text!r}") from None
 
 
-def build_settings(cls, values: dict | None, *, method: str):
+def build_settings(cls, values: dict | None, *, method: str, owner: str = "method"):
     """An instance of the settings dataclass ``cls`` from ``values`` (missing keys take the
-    defaults), every value converted and checked."""
+    defaults), every value converted and checked; errors name ``owner`` ``method`` (a
+    training method, or a study's options)."""
     values = dict(values or {})
     if not isinstance(values, dict):
         raise ConfigError(f"method_args must be a mapping of {method}'s settings, "
@@ -107,7 +108,7 @@ def build_settings(cls, values: dict | None, *, method: str):
         close = difflib.get_close_matches(str(key), list(kinds), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         valid = ", ".join(kinds) or "none: it has no settings of its own"
-        raise ConfigError(f"method {method!r} has no setting {key!r}{hint}; its settings: "
+        raise ConfigError(f"{owner} {method!r} has no setting {key!r}{hint}; its settings: "
                           f"{valid}")
     converted = {}
     for field in dataclasses.fields(cls):
