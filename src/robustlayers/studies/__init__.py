@@ -50,7 +50,7 @@ def run(name: str, preset: str = "quick", *, out=None, executor: str = "local", 
         **options) -> dict:
     """Run study ``name`` (its ``preset`` with ``options`` on top) into ``out`` and return its
     record (what study.json holds)."""
-    from robustlayers.studies.run import run_study
+    from robustlayers.studies.runner import run_study
 
     study = get_study(name)
     opts = study.build_options(preset, options)

@@ -43,14 +43,6 @@ class Options(CommonOptions):
                            "of subsets, stages joined by '+' as 1-based numbers or block names "
                            "(e.g. 4;3+4;1+2)")
 
-    def check(self) -> None:
-        super().check()
-        parse_subsets(self.subsets, ["s1", "s2", "s3", "s4", "s5", "s6"][:_count(self)])
-
-
-def _count(opts) -> int:
-    return len([s for s in opts.stages.split(",") if s.strip()]) if opts.stages != "auto" else 6
-
 
 def model_stages(opts: Options, config: dict) -> list[str]:
     """The stage (block) names of the runs' model."""
@@ -119,7 +111,8 @@ def plan(opts: Options, runs_root: Path) -> list:
                                 label="standard AT"))
         for subset in parse_subsets(opts.subsets, stages):
             label = subset_label(subset, stages)
-            config = dict(base, method="pgd-at", **_subset_config(opts, subset))
+            config = dict(base, method="pgd-at")
+            config.update(_subset_config(opts, subset))
             tasks.append(train_task(f"{opts.method}{label}/s{seed}", config,
                                     label=f"{opts.method} on stages {', '.join(subset)}"))
     return tasks
@@ -134,7 +127,7 @@ def _rows(opts: Options, results: Results) -> list[dict]:
         best, last = final.get("best") or {}, final.get("last") or {}
         metrics = results.metrics(key)
         rows.append({
-            "key": key, "variant": name, "seed": int(seed), "status": results.status(key),
+            "key": key, "variant": name, "seed": int(seed), "status": "finished" if results.ok(key) else results.status(key),
             "best_epoch": best.get("epoch"), "best_robust": finite(best.get("robust_acc")),
             "last_robust": finite(last.get("robust_acc")),
             "last_clean": finite(last.get("clean_acc")),
