@@ -56,6 +56,8 @@ _FLAGS = {
     "eval_steps": (int, "PGD steps of the per-epoch robust evaluation (0: off)"),
     "eval_size": (int, "test images attacked every epoch"),
     "seed": (int, "random seed"),
+    "keep_epochs": (str, "epochs whose checkpoints are kept for good, comma-separated (e.g. 76, "
+                         "SPECTRUM's evaluation epoch; load RUN@epoch-76); '' for none"),
     "device": (str, "cpu, cuda or auto"),
     "out": (str, "run directory to create"),
     "runs_root": (str, "folder new run directories go under (default: runs)"),
@@ -150,6 +152,13 @@ def _flag_values(args) -> dict:
     for dest in ("nesterov", "augment", "amp", "quiet", "final_eval", "train_clean_metrics"):
         if getattr(args, dest) is not None:
             values[dest] = getattr(args, dest)
+    if "keep_epochs" in values:
+        text = values["keep_epochs"]
+        try:
+            values["keep_epochs"] = [int(e) for e in text.split(",") if e.strip()]
+        except ValueError:
+            raise ValueError(f"--keep-epochs must be comma-separated epoch numbers such as "
+                             f"76 or 40,76, got {text!r}") from None
     if "milestones" in values:
         try:
             values["milestones"] = [float(m) if "." in m else int(m)
