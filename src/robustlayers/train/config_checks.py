@@ -84,7 +84,7 @@ def check_config(c) -> None:
     for name in OPTIONAL_STRINGS:
         string(name, getattr(c, name), optional=True)
     if not c.model.startswith("custom:"):      # a user's module (train(model=...))
-        model_info(c.model)      # unknown names raise with the zoo's valid choices
+        _check_raw_inputs(c, model_info(c.model))  # unknown names raise with the valid choices
     if not c.dataset.startswith("custom:"):    # a user's data (train(train_data=...))
         get_dataset_info(c.dataset)  # likewise for datasets
     c.method = canon(c.method)
@@ -224,6 +224,18 @@ def _activation(name: Any) -> str:
     name = name.strip().lower()
     make_activation(name)  # unknown names raise with the zoo's valid choices
     return name
+
+
+def _check_raw_inputs(c, info) -> None:
+    """A zoo model without input normalisation (SPECTRUM's ResNet-18) runs with normalize
+    'none', recorded as such; any other normalisation is refused."""
+    if not info.raw_inputs:
+        return
+    if c.normalize is not None and str(c.normalize).strip().lower() != "none":
+        raise ConfigError(f"model {c.model!r} takes raw [0, 1] images (no input "
+                          f"normalisation), so normalize {c.normalize!r} cannot apply; leave "
+                          f"normalize unset or choose 'none'")
+    c.normalize = "none"
 
 
 def _check_keep_epochs(c) -> None:
