@@ -117,3 +117,20 @@ def test_keep_epochs_saves_off_the_checkpoint_every_grid(mini_data, tmp_path):
                             eval_steps=0))
     assert [t for t in run.checkpoint_tags() if t.startswith("epoch")] == \
         ["epoch-0001", "epoch-0003"]
+
+
+def test_dry_run_names_the_directory_train_uses(mini_data, tmp_path, capsys):
+    # α comes from a rule: the dry run resolves it as train() does before hashing the config
+    from robustlayers.cli.main import main
+
+    args = ["train", "--model", "smallcnn", "--dataset", "fashion-mnist", "--data-dir",
+            mini_data, "--epochs", "1", "--train-size", "64", "--test-size", "32",
+            "--eval-size", "32", "--steps", "1", "--eval-steps", "1", "--device", "cpu",
+            "--runs-root", str(tmp_path), "--set", "alpha_ratio=0.3", "--no-final-eval",
+            "--quiet"]
+    assert main(args + ["--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "alpha: 0.03" in printed and "starts a new run" in printed
+    planned = printed.split("# dry run: ")[1].split(" — ")[0]
+    assert main(args) == 0
+    assert [str(p) for p in tmp_path.iterdir() if p.is_dir()] == [planned]

@@ -268,14 +268,20 @@ def _print_methods() -> None:
 
 
 def _show_plan(config, *, dry_run: bool) -> int:
-    """--print-config / --dry-run: the resolved config, and with --dry-run where it would run."""
+    """--print-config / --dry-run: the resolved config (ε and the α rules filled in as train()
+    does, so that the directory named is the one train() uses), and with --dry-run where it
+    would run."""
     from pathlib import Path
 
     import yaml
 
+    from robustlayers.data import get_dataset_info
     from robustlayers.runs import RunDir
+    from robustlayers.train.context import resolve_threat
     from robustlayers.train.identity import run_path
 
+    threat, alpha, eval_alpha = resolve_threat(config, get_dataset_info(config.dataset))
+    config.eps, config.alpha, config.eval_alpha = threat.eps, alpha, eval_alpha
     data = config.to_dict()
     data["adam_betas"] = list(config.adam_betas)
     print(yaml.safe_dump(data, sort_keys=False).rstrip())

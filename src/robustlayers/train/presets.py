@@ -72,7 +72,8 @@ def _spectrum_resnet() -> dict:
     PGD-20 with alpha = eps/10 (eval_alpha_ratio 0.1); --eps 4/255 trains with alpha 1/255 and
     tests with 0.4/255. SPECTRUM evaluates a fixed epoch's checkpoint: ResNet-18 epoch 76 (kept
     here: RUN@epoch-76), WideResNet-28-10 epoch 80, the eps=0 models 19 (ResNet-18) and 18
-    (WRN) of their 50-epoch natural training."""
+    (WRN) of their 50-epoch natural training. --model resnet18_spectrum trains SPECTRUM's own
+    ResNet-18 variant (raw inputs, no ReLU between the two blocks of a stage)."""
     return dict(model="resnet18", dataset="cifar10", method="pgd-at", epochs=100, batch_size=256,
                 lr=0.1, weight_decay=2e-4, schedule="piecewise", milestones=[75, 90],
                 eps=8 / 255, alpha_ratio=0.25, eval_alpha_ratio=0.1, steps=10, eval_steps=20,
