@@ -20,7 +20,7 @@ from robustlayers.errors import ConfigError
 from robustlayers.studies.base import RUNTIME_OPTIONS, Results, Study
 from robustlayers.studies.claims import count
 from robustlayers.studies.cost import estimate_seconds
-from robustlayers.studies.execute import StudyInterrupted, execute
+from robustlayers.studies.execute import StudyInterrupted, check_executor, execute
 from robustlayers.studies.tasks import check_plan, evaluation_path, run_path_of
 
 STUDY_FILE = "study.json"
@@ -96,6 +96,7 @@ def run_study(study: Study, opts, *, preset: str, out: str | Path, executor: str
     from robustlayers.runs import atomic_write_json
 
     out = Path(out)
+    check_executor(executor, jobs, address)
     options = dataclasses.asdict(opts)
     _check_folder(out, study, preset, options)
     tasks = plan_study(study, opts, out, runs_root)
