@@ -30,6 +30,14 @@ from pathlib import Path
 
 from robustlayers.errors import ConfigError
 from robustlayers.studies.base import CommonOptions, Study, base_config
+from robustlayers.studies.partial_at_analysis import (
+    adversarial_layers,
+    loss_claim_runs,
+    noise_key,
+    stage1_key,
+    stage2_key,
+)
+from robustlayers.studies.partial_at_analysis import analyse as analyse_grid
 from robustlayers.studies.tasks import evaluate_task, run_path_of, train_task
 from robustlayers.train.methods.partial import KIND_METHOD, SINGLE_CODES, SPLIT_CODES, parse_code
 from robustlayers.train.settings import setting
@@ -141,14 +149,6 @@ def retrains_earlier(code: str) -> bool:
     return code in SPLIT_CODES and parse_code(code)["frozen"] == "later"
 
 
-def adversarial_layers(code: str, cut: int, total: int) -> int:
-    """How many layers of the map were last trained adversarially (see the module docstring);
-    ``cut`` is the index of the layer the cut comes before, or of the single retrained layer."""
-    if code in SINGLE_CODES:
-        return int(code[0] == "A") + (total - 1) * int(code[2] == "A")
-    return cut * int(code[0] == "A") + (total - cut) * int(code[2] == "A")
-
-
 def grid(opts: PartialATOptions) -> tuple[tuple[str, ...], list[tuple[str, int]]]:
     """(layer names, [(code, cut index)]) of the stage-2 runs, one seed's worth."""
     layers = layer_names(opts)
@@ -162,24 +162,10 @@ def grid(opts: PartialATOptions) -> tuple[tuple[str, ...], list[tuple[str, int]]
     return layers, cells
 
 
-def stage1_key(seed: int, kind: str) -> str:
-    return f"s{seed}/stage1/{KIND_METHOD[kind]}"
-
-
-def stage2_key(seed: int, code: str, layer: str) -> str:
-    return f"s{seed}/{code}/{layer}"
-
-
-def noise_key(key: str) -> str:
-    return f"loss-se/{key}"
-
-
 def plan(opts: PartialATOptions, runs_root: Path) -> list:
     """Both stage-1 runs per seed, then one stage-2 run per (code, cut, seed), each started from
     its stage-1 run's last checkpoint; with one seed, the loss-noise evaluations of the runs the
     loss claims compare."""
-    from robustlayers.studies.partial_at_analysis import loss_claim_runs
-
     layers, cells = grid(opts)
     tasks = []
     for seed in opts.seed_list():
@@ -247,19 +233,26 @@ def loss_spread(run: str, which: str = "last") -> dict:
 
 
 def analyse(opts: PartialATOptions, results) -> dict:
-    from robustlayers.studies.partial_at_analysis import analyse as run_analysis
-
+    """EARLY's tables, figures and claim verdicts (:mod:`.partial_at_analysis`)."""
     layers, cells = grid(opts)
-    return run_analysis(opts, results, layers, cells)
+    return analyse_grid(opts, results, layers, cells)
 
 
 PRESETS = {
-    "demo": dict(train_preset="fmnist-study", seeds="0", codes="A1N2,N2A1,N1N2",
-                 cuts="layer2.1"),
+    # the stage-1 runs are the demo's shared fmnist-study runs; two natural retrainings of the
+    # adversarial network at the middle cut (the pair of the early-vs-late claims)
+    "demo": dict(train_preset="fmnist-study", seeds="0", codes="A1N2,N2A1", cuts="layer2.1"),
+    # all eight codes at a quarter, half and nine tenths of the small CNN's 10 layers, on
+    # 2 000 training and 500 test images (CPU minutes)
     "quick": dict(train_preset="fmnist-study", seeds="0", codes="all",
-                  cuts="layer1.3,layer2.1,head.1"),
+                  cuts="layer1.3,layer2.1,head.1", train_size=2000, test_size=500,
+                  eval_size=100),
+    # EARLY's grid: ResNet-18 on CIFAR-10, all eight codes, a cut before each of its 41 layers
     "paper": dict(train_preset="early-resnet", seeds="2022", codes="all", cuts="all"),
 }
+
+__all__ = ["STUDY", "PartialATOptions", "adversarial_layers", "analyse", "grid", "layer_names",
+           "loss_spread", "plan", "resolve_cuts", "stage1_key", "stage2_key"]
 
 STUDY = Study(
     name="partial-at", paper=PAPER,

@@ -10,6 +10,7 @@ dropped; a failed run is a missing cell.
 from __future__ import annotations
 
 from robustlayers.studies.base import finite
+from robustlayers.train.methods.partial import KIND_METHOD, SINGLE_CODES
 
 PAPER = "EARLY"
 LATER = ("N1N2", "N1A2", "A1A2", "A1N2")      # EARLY Tables 1–4 (later layers retrained)
@@ -20,25 +21,45 @@ DIFFERENCES = (("A1A2", "A1N2", "A1N2"), ("N1N2", "A1N2", "A1N2"),
 """EARLY Figs. 2–4: (a, b, the code whose adversarial layer count is the x-axis) of |a − b|."""
 
 
+def stage1_key(seed: int, kind: str) -> str:
+    """Task key of the stage-1 run of kind N or A."""
+    return f"s{seed}/stage1/{KIND_METHOD[kind]}"
+
+
+def stage2_key(seed: int, code: str, layer: str) -> str:
+    """Task key of a stage-2 run: code and the layer the cut comes before (or retrained)."""
+    return f"s{seed}/{code}/{layer}"
+
+
+def noise_key(key: str) -> str:
+    """Task key of the loss-noise evaluation of run ``key``."""
+    return f"loss-se/{key}"
+
+
+def adversarial_layers(code: str, cut: int, total: int) -> int:
+    """How many of the ``total`` layers of the map were last trained adversarially under
+    ``code`` — the A side, frozen from stage 1 or retrained in stage 2; ``cut`` is the index of
+    the layer the cut comes before (so ``cut`` layers lie before it), or of the single retrained
+    layer. A1N2: cut; N1A2, N2A1: total − cut; XsYr: [X = A] + (total − 1)·[Y = A]."""
+    if code in SINGLE_CODES:
+        return int(code[0] == "A") + (total - 1) * int(code[2] == "A")
+    return cut * int(code[0] == "A") + (total - cut) * int(code[2] == "A")
+
+
 class Grid:
     """Per-seed final numbers of the study's runs by (code, cut index); stage-1 runs are the
     codes ``N`` and ``A`` at cut None."""
 
     def __init__(self, opts, results, layers, cells):
-        from robustlayers.studies import partial_at as study
-
         self.results, self.layers, self.seeds = results, tuple(layers), opts.seed_list()
         self.total = len(self.layers)
         self.cells = list(cells)
         self.codes = [c for c in opts.code_list() if any(code == c for code, _ in cells)]
-        self._key = study.stage2_key
-        self._stage1 = study.stage1_key
-        self._noise = study.noise_key
 
     def key(self, seed: int, code: str, cut: int | None) -> str:
         if cut is None:
-            return self._stage1(seed, code)
-        return self._key(seed, code, self.layers[cut])
+            return stage1_key(seed, code)
+        return stage2_key(seed, code, self.layers[cut])
 
     def final(self, seed, code, cut) -> dict | None:
         return self.results.final(self.key(seed, code, cut))
@@ -68,7 +89,7 @@ class Grid:
         """Standard error of a loss over images (one seed; the loss-noise evaluation)."""
         if len(self.seeds) != 1:
             return None
-        found = self.results.evaluation(self._noise(self.key(self.seeds[0], code, cut)))
+        found = self.results.evaluation(noise_key(self.key(self.seeds[0], code, cut)))
         return finite((found or {}).get(f"{metric}_se"))
 
     def cuts(self, code: str) -> list[int]:
@@ -155,9 +176,9 @@ def difference_figure(grid: Grid, metric: str) -> dict | None:
     return {"name": f"differences-{what}", "x_label": "adversarially trained layers",
             "y_label": f"|difference| of adversarial {what}", "series": series,
             "title": f"One-letter differences in adversarial {what} (EARLY Figs. 2–4)",
-            "caption": f"x: layers of the map last trained adversarially in {', '.join(sorted({d[2] for d in DIFFERENCES}))} "
-                       f"(of {grid.total}); A1N2/N2A1 differences against the A layers of the "
-                       f"partially adversarial network, as in EARLY."}
+            "caption": f"x: layers of the map (of {grid.total}) last trained adversarially in "
+                       f"the partially adversarial network of each difference (A1N2 or N2A1), "
+                       f"as in EARLY; mean over seeds {grid.seeds}."}
 
 
 def single_figure(grid: Grid) -> dict | None:
@@ -176,12 +197,6 @@ def single_figure(grid: Grid) -> dict | None:
                         "y": [p[1] for p in points]}]}
 
 
-def adversarial_layers(code, cut, total):
-    from robustlayers.studies.partial_at import adversarial_layers as count
-
-    return count(code, cut, total)
-
-
 # --- reference cuts -------------------------------------------------------------------------
 
 def reference_cuts(total: int, cuts) -> dict:
@@ -197,8 +212,6 @@ def reference_cuts(total: int, cuts) -> dict:
 
 def loss_claim_runs(seed: int, layers, cells) -> list[str]:
     """Keys of the runs the loss claims compare (their loss noise is measured with one seed)."""
-    from robustlayers.studies.partial_at import stage2_key
-
     split = [c for code, c in cells if code in LATER + EARLIER]
     ref = reference_cuts(len(layers), split)
     wanted = {(code, ref["middle"]) for code in ("A1N2", "N2A1", "A2N1", "N1A2", "N1N2",

@@ -50,8 +50,8 @@ def pair(grid: Grid, cid: str, text: str, a: str, b: str, cut, metric: str,
     out = compare(cid, PAPER, text, grid.values(a, cut, metric), grid.values(b, cut, metric),
                   relation=relation, names=(a, b),
                   noise=sampling_noise(grid, [(a, cut, 1), (b, cut, 1)], metric))
-    out["threshold"] = f"{out['threshold']} ({metric.replace('robust', 'adversarial')} at " \
-                       f"{_where(grid, cut)})"
+    what = metric.replace("robust", "adversarial").replace("_", " ")
+    out["threshold"] = f"{out['threshold']} ({what} at {_where(grid, cut)})"
     return out
 
 
@@ -104,7 +104,7 @@ def loss_gap(grid: Grid, ref: dict) -> dict:
     noise = sampling_noise(grid, [("N1N2", cut, 1), ("A1A2", cut, 1), ("A1N2", cut, 2)],
                            "robust_loss")
     out = compare(cid, PAPER, text, gained, left, relation=">", noise=noise,
-                  names=("N1N2 - A1N2", "A1N2 - A1A2"))
+                  names=("(N1N2 - A1N2)", "(A1N2 - A1A2)"))
     out["threshold"] += f" (adversarial loss at {_where(grid, cut)})"
     return out
 
