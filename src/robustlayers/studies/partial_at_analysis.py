@@ -220,6 +220,20 @@ def loss_claim_runs(seed: int, layers, cells) -> list[str]:
     return [stage2_key(seed, code, layers[c]) for code, c in cells if (code, c) in wanted]
 
 
+def attack_note(grid: Grid) -> str:
+    """What produced the numbers: the final evaluation of the runs (attack, test images)."""
+    for seed in grid.seeds:
+        for code, cut in [("A", None), ("N", None)] + grid.cells:
+            final = grid.final(seed, code, cut)
+            if final and final.get("attack"):
+                a = final["attack"]
+                return (f"Numbers: last checkpoint of each run on {final.get('n')} test images; "
+                        f"adversarial = PGD-{a.get('steps')} ({a.get('norm', 'linf')}, eps "
+                        f"{a.get('eps'):.4g}, step {a.get('alpha'):.4g}, random start, fixed "
+                        f"seeds); training settings in each run's config.json.")
+    return "Numbers: last checkpoint of each run (no finished run to describe the attack)."
+
+
 # --- the analysis ---------------------------------------------------------------------------
 
 def analyse(opts, results, layers, cells) -> dict:
@@ -242,6 +256,7 @@ def analyse(opts, results, layers, cells) -> dict:
              "adversarially (the A side of the code), counted in the layer map.",
              "Claims read the cuts " + ", ".join(
                  f"{k}: {layers[v]}" for k, v in ref.items() if v is not None) + "."]
+    notes.append(attack_note(grid))
     if collapsed:
         notes.append("Collapsed to chance (kept and marked): " + ", ".join(collapsed) + ".")
     if failed:
