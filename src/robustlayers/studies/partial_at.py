@@ -18,8 +18,15 @@ A1A2 and A2A1 have L, N1N2 and N2N1 none; a single-layer code XsYr has [X = A] +
 
 The analysis (:mod:`robustlayers.studies.partial_at_analysis`) gives EARLY's tables (clean and
 adversarial loss and accuracy per cut and code, collapsed runs marked), its figures (the
-one-letter differences against the number of adversarially trained layers, in loss and in
-accuracy) and verdicts on EARLY's claims.
+one-letter differences |A1A2−A1N2|, |N1N2−A1N2|, |N2N1−N2A1|, |N2A1−A2A1| against the number of
+adversarially trained layers, in loss and in accuracy; |AsAr−NsAr| per retrained layer) and
+verdicts (:mod:`robustlayers.studies.partial_at_claims`) on EARLY's claims: adversarial early
+layers beat adversarial late layers at the middle cut (A1N2 vs N2A1, A2N1 vs N1A2; in accuracy
+and in loss); natural early layers keep adversarial retraining of the rest from recovering
+robustness (N1A2 vs A1A2 at the deepest cut); the earlier half closes most of the adversarial
+loss gap (N1N2 − A1N2 > A1N2 − A1A2); the loss shows the first layers' effect where accuracy
+is still near zero; one early layer retrained naturally costs more robustness than a late one.
+With one seed the loss claims need the loss noise measured by ``loss_spread`` evaluations.
 """
 
 from __future__ import annotations
@@ -197,34 +204,36 @@ def plan(opts: PartialATOptions, runs_root: Path) -> list:
 def loss_spread(run: str, which: str = "last") -> dict:
     """Clean and adversarial loss of a run's ``which`` checkpoint on the images and with the
     attack (and its seeds) of the run's final evaluation, with the standard error of each mean
-    over images: the sampling noise of a loss with one seed."""
+    over images: the sampling noise of a loss with one seed. Runs on CUDA when there is one."""
     import torch
 
     from robustlayers.attacks import PGD
     from robustlayers.data import get_dataset_info
+    from robustlayers.devices import resolve_device
     from robustlayers.evaluate.metrics import per_example_metrics
     from robustlayers.runs import RunDir, load_run_model
     from robustlayers.train.context import derive_seed, resolve_threat
     from robustlayers.train.loop import load_splits
     from robustlayers.train.runner import _saved_config
 
-    model, _ = load_run_model(run, which)
+    device = resolve_device("auto")
+    model = load_run_model(run, which)[0].to(device)
     config = _saved_config(RunDir.open(run))
-    info = get_dataset_info(config.dataset)
-    threat, _, eval_alpha = resolve_threat(config, info)
+    threat, _, eval_alpha = resolve_threat(config, get_dataset_info(config.dataset))
     steps = config.final_steps if config.final_steps is not None else config.eval_steps
     alpha = config.final_alpha if config.final_alpha is not None else eval_alpha
-    test = load_splits(config, torch.device("cpu"))["test"]
+    test = load_splits(config, device)["test"]
     attack = PGD(threat, steps=steps, alpha=alpha, random_start=True, seed=0)
-    losses = {"clean": [], "robust": []}
+    losses: dict[str, list] = {"clean": [], "robust": []}
     size = config.eval_batch_size
     for i, start in enumerate(range(0, len(test), size)):
         x, y = test.x[start:start + size], test.y[start:start + size]
         x_adv = attack(model, x, y, seed=derive_seed(config.seed, "eval", f"final {which}", i))
         for kind, inputs in (("clean", x), ("robust", x_adv)):
             losses[kind].append(per_example_metrics(model, inputs, y, validate=False)[1])
-    out = {"n": len(test), "which": which,
-           "attack": {"name": "pgd", "steps": steps, "alpha": alpha, "eps": threat.eps}}
+    out = {"n": len(test), "which": which, "device": str(device),
+           "attack": {"name": "pgd", "steps": steps, "alpha": alpha, "eps": threat.eps,
+                      "norm": threat.norm, "random_start": True}}
     for kind, parts in losses.items():
         values = torch.cat(parts).double()
         out[f"{kind}_loss"] = values.mean().item()
