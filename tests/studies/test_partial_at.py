@@ -147,20 +147,20 @@ def fake_opts(codes, seeds="0"):
     return options(codes=codes, seeds=seeds)
 
 
-def analyse(codes, values, seeds=(0,), ses=None, n=1000):
+def analyse(codes, values, seeds=(0,), ses=None, n=1000, layers=LAYERS):
     """values: {(code, cut): tuple or [tuple per seed]}; stage-1 with code N / A, cut None."""
     finals, cells = {}, []
     for (code, cut), v in values.items():
         per_seed = v if isinstance(v, list) else [v] * len(seeds)
         for seed, numbers in zip(seeds, per_seed):
             key = pa.stage1_key(seed, code) if cut is None else pa.stage2_key(seed, code,
-                                                                              LAYERS[cut])
+                                                                              layers[cut])
             finals[key] = numbers
         if cut is not None:
             cells.append((code, cut))
-    ses = {pa.stage2_key(0, c, LAYERS[k]): s for (c, k), s in (ses or {}).items()}
+    ses = {pa.stage2_key(0, c, layers[k]): s for (c, k), s in (ses or {}).items()}
     opts = fake_opts(",".join(codes), ",".join(map(str, seeds)))
-    return paa.analyse(opts, FakeResults(finals, ses, n), LAYERS, cells)
+    return paa.analyse(opts, FakeResults(finals, ses, n), layers, cells)
 
 
 def test_tables_reproduce_hand_made_numbers_and_mark_collapse():
@@ -266,6 +266,29 @@ def test_single_layer_claim(early_drop, verdict):
         drop = early_drop if cut < 4 else 0.05
         v[("AsAr", cut)], v[("NsAr", cut)] = (0, 0, 2, 0.45), (0, 0, 3, 0.45 - drop)
     assert claims_of(["AsAr", "NsAr"], v)["early-single-layers-matter-more"]["verdict"] == verdict
+
+
+def test_every_split_claim_holds_on_the_papers_own_resnet_numbers():
+    """EARLY Tables 1, 3, 5, 7 (ResNet-18, 41 layers) at the cuts before layer2.0.conv1 (10
+    layers before it), layer3.0.conv1 (20) and linear (40; N1A2 collapsed there)."""
+    paper = {  # (code, cut): (adversarial loss, adversarial accuracy)
+        ("N1N2", 10): (44.2159, 0.0), ("A1N2", 10): (19.7713, 0.0143),
+        ("N1N2", 20): (57.0524, 0.0), ("N1A2", 20): (2.3927, 0.1745),
+        ("A1A2", 20): (1.7731, 0.4725), ("A1N2", 20): (10.7359, 0.1247),
+        ("N2A1", 20): (31.0587, 0.0), ("A2N1", 20): (1.9180, 0.2983),
+        ("A1A2", 40): (1.6, 0.4806), ("N1A2", 40): (2.303, 0.0)}
+    values = {key: (0.5, 0.1 if key == ("N1A2", 40) else 0.85, *v, key == ("N1A2", 40))
+              for key, v in paper.items()}
+    layers = tuple(f"layer{i}" for i in range(41))
+    claims = claims_of(["N1N2", "N1A2", "A1A2", "A1N2", "N2A1", "A2N1"], values, n=10000,
+                       layers=layers, ses=dict.fromkeys(paper, 0.05))
+    assert {k: c["verdict"] for k, c in claims.items()} == {
+        "early-adversarial-layers-accuracy": HOLDS, "early-adversarial-layers-loss": HOLDS,
+        "natural-early-layers-block-robustness": HOLDS,
+        "first-layers-close-most-of-the-loss-gap": HOLDS, "loss-shows-early-layers": HOLDS,
+        "early-single-layers-matter-more": INCONCLUSIVE}
+    assert claims["loss-shows-early-layers"]["threshold"].endswith(
+        "(adversarial loss at the cut before layer10 (10 of 41 layers before it))")
 
 
 def test_claims_without_their_runs_are_inconclusive():
