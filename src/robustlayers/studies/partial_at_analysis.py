@@ -55,6 +55,7 @@ class Grid:
         self.total = len(self.layers)
         self.cells = list(cells)
         self.codes = [c for c in opts.code_list() if any(code == c for code, _ in cells)]
+        self._finals: dict = {}
 
     def key(self, seed: int, code: str, cut: int | None) -> str:
         if cut is None:
@@ -62,7 +63,11 @@ class Grid:
         return stage2_key(seed, code, self.layers[cut])
 
     def final(self, seed, code, cut) -> dict | None:
-        return self.results.final(self.key(seed, code, cut))
+        """``result.json["final"]`` of a run (read once), None when it did not finish."""
+        key = self.key(seed, code, cut)
+        if key not in self._finals:
+            self._finals[key] = self.results.final(key)
+        return self._finals[key]
 
     def values(self, code: str, cut: int | None, metric: str) -> list:
         """One value per seed (None where the run is missing or not finite)."""
