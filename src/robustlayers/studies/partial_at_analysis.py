@@ -12,7 +12,7 @@ from __future__ import annotations
 from robustlayers.studies.base import finite
 from robustlayers.train.methods.partial import KIND_METHOD, SINGLE_CODES
 
-PAPER = "EARLY"
+PAPER = "EARLY (Bakiskan et al.)"
 LATER = ("N1N2", "N1A2", "A1A2", "A1N2")      # EARLY Tables 1–4 (later layers retrained)
 EARLIER = ("N2N1", "N2A1", "A2A1", "A2N1")    # EARLY Tables 5–8 (earlier layers retrained)
 SINGLE = ("NsNr", "NsAr", "AsAr", "AsNr")     # EARLY Tables 9–12 (one layer retrained)
