@@ -242,14 +242,15 @@ def _analyse(opts, results):
 _PAPER_EPS = ",".join(["0"] + [f"{k}/255" for k in range(1, 13)])
 
 PRESETS = {
-    "demo": dict(train_preset="fmnist-study", eps_list="0,0.05,0.1,0.2",
+    # the natural and PGD-AT (ε = 0.1) runs are the fmnist-study runs other studies share
+    "demo": dict(train_preset="fmnist-study", eps_list="0,0.1,0.2",
                  delta_list="0.05,0.1,0.15", attack_steps=10, eval_images=500,
                  quant_images=200, quant_placements="conv0", quant_betas="8",
                  quant_deltas="0.1"),
     "quick": dict(train_preset="fmnist-study", eps_list="0,0.05,0.1,0.15,0.2,0.3",
-                  delta_list="0.05,0.1,0.15,0.2", attack_steps=20, eval_images=1000,
+                  delta_list="0,0.05,0.1,0.15,0.2", attack_steps=10, eval_images=1000,
                   quant_images=500, quant_placements="conv0,layer1", quant_betas="8",
-                  quant_deltas="0.05,0.1,0.2"),
+                  quant_deltas="0.05,0.1"),
     "paper": dict(train_preset="spectrum-resnet", eps_list=_PAPER_EPS,
                   delta_list=_PAPER_EPS, eval_alpha_over_eps=0.1, checkpoint="best",
                   attack_steps=20, eval_images=None, quant_images=None,

@@ -227,6 +227,13 @@ def _notes(sp: Spectrum) -> list[str]:
                  if (sp.results.final(f"train/{_tag(lab, s)}") or {}).get("collapsed")]
     if collapsed:
         notes.append("Collapsed runs (kept in every table): " + ", ".join(collapsed) + ".")
+    init = next((r.get("filter_norms_at_init") for r in sp.robust.values()
+                 if r and r.get("filter_norms_at_init")), None)
+    if init and init.get("first_two_over_rest") is not None:
+        notes.append(f"At initialisation the first two conv layers' mean filter norm is already "
+                     f"{init['first_two_over_rest']:.2f}× the rest's (the default "
+                     f"initialisation scales kernels by fan-in): read the filter-norm claims "
+                     f"against that reference.")
     failed = [k for k in sp.results.tasks if not sp.results.ok(k)]
     if failed:
         notes.append("Not finished (their numbers are missing, claims that need them are "
