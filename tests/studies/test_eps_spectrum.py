@@ -156,6 +156,16 @@ def test_analysis_reproduces_the_hand_made_tables():
     assert tables["quantisation-transfer"]["rows"][0][:3] == ["0.1", "none", None]
 
 
+def test_collapsed_runs_are_marked_not_dropped():
+    opts, results = synthetic(SHAPED)
+    results.finals["train/eps=0.3/s0"] = {"collapsed": True, "last": {"clean_acc": 0.1}}
+    results.outcomes["train/eps=0.3/s0"] = {"status": "done"}
+    record = analyse(opts, results)
+    rows = next(t for t in record["tables"] if t["name"] == "robust-error")["rows"]
+    assert rows[-1] == ["0.3 (collapsed)", 45.0, 48.0]
+    assert any("Collapsed runs" in note and "ε = 0.3" in note for note in record["notes"])
+
+
 def test_overdesign_claims_hold_fail_and_are_inconclusive():
     verdict = claims_of(analyse(*synthetic(SHAPED)))
     assert verdict["overdesign"]["verdict"] == HOLDS

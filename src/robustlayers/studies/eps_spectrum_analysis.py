@@ -77,6 +77,11 @@ class Spectrum:
         values = [v for v in values if v is not None]
         return sum(values) / len(values) if values else None
 
+    def collapsed(self, label: str) -> bool:
+        """Whether a run of this ε collapsed (its last clean accuracy near chance)."""
+        return any((self.results.final(f"train/{_tag(label, s)}") or {}).get("collapsed")
+                   for s in self.seeds)
+
     def n_examples(self) -> int | None:
         return next((r["source"]["n_examples"] for r in self.robust.values() if r), None)
 
@@ -147,7 +152,8 @@ def overdesign_claims(sp: Spectrum) -> tuple[list[dict], list[dict]]:
 
 def robust_error_table(sp: Spectrum) -> dict:
     n = sp.n_examples()
-    rows = [[lab] + [_pct(sp.mean_error(lab, d)) for _, d in sp.deltas] for lab, _ in sp.eps]
+    rows = [[lab + (" (collapsed)" if sp.collapsed(lab) else "")]
+            + [_pct(sp.mean_error(lab, d)) for _, d in sp.deltas] for lab, _ in sp.eps]
     return {"name": "robust-error", "title": "Robust error (%) of each ε-model against PGD_δ",
             "caption": f"PGD_δ-{sp.opts.attack_steps}, α = {sp.opts.attack_alpha_over_delta:g}·δ,"
                        f" random start, on {n} fixed test images (mean over seeds "
@@ -223,8 +229,7 @@ def _notes(sp: Spectrum) -> list[str]:
              f"{sp.n_examples()} test images (seeded subset), so differences between models are "
              f"paired; with one seed a difference counts only when it exceeds two standard "
              f"errors of the per-example differences."]
-    collapsed = [f"ε = {lab} (seed {s})" for lab, _ in sp.eps for s in sp.seeds
-                 if (sp.results.final(f"train/{_tag(lab, s)}") or {}).get("collapsed")]
+    collapsed = [f"ε = {lab}" for lab, _ in sp.eps if sp.collapsed(lab)]
     if collapsed:
         notes.append("Collapsed runs (kept in every table): " + ", ".join(collapsed) + ".")
     init = next((r.get("filter_norms_at_init") for r in sp.robust.values()
