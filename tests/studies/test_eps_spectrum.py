@@ -78,6 +78,16 @@ def test_bad_options_name_the_problem(values, words):
         options(**values)
 
 
+@pytest.mark.parametrize("values, words", [
+    ({"filter_layers": "kind:bogus"}, "filter_layers 'kind:bogus'.*kinds are: bn, conv"),
+    ({"filter_layers": "all"}, "not convolutions"),
+    ({"quant_placements": "conv0,layer9"}, "quant_placements 'layer9'.*closest: layer2"),
+])
+def test_bad_layers_are_refused_at_planning(tmp_path, values, words):
+    with pytest.raises(ConfigError, match=words):
+        STUDY.plan(options(**values), tmp_path)
+
+
 # ------------------------------------------------------------------------------ synthetic results
 
 def robust_record(errors, n=1000, norms=(0.5, 0.4, 0.1, 0.1), se=0.001):

@@ -195,9 +195,38 @@ def _tag(label: str, seed: int) -> str:
     return f"eps={label}/s{seed}"
 
 
+def check_layers(opts: EpsSpectrumOptions, config: dict) -> None:
+    """ConfigError, before any run starts, when filter_layers selects no conv layer or a
+    quantiser placement names no module of the runs' model."""
+    from robustlayers.analysis.quantization import resolve_placement
+    from robustlayers.builders import build_model
+    from robustlayers.layers import select
+
+    model = build_model(config["model"], config["dataset"],
+                        activation=config.get("activation", "relu"))
+    modules = dict(model.named_modules())
+    try:
+        names = select(model, opts.filter_layers).names
+    except ValueError as err:
+        raise ConfigError(f"filter_layers {opts.filter_layers!r}: {err}") from None
+    bad = [n for n in names if getattr(modules[n], "weight", None) is None
+           or modules[n].weight.dim() < 3]
+    if bad:
+        raise ConfigError(f"filter_layers {opts.filter_layers!r} selects layers that are not "
+                          f"convolutions: {bad[:4]}; add '& kind:conv'")
+    if opts.quant_images == 0:
+        return
+    for spec in (p.strip() for p in opts.quant_placements.split(",") if p.strip()):
+        try:
+            resolve_placement(model, spec)
+        except ValueError as err:
+            raise ConfigError(f"quant_placements {spec!r}: {err}") from None
+
+
 def plan(opts: EpsSpectrumOptions, runs_root: Path) -> list:
     """Per seed and ε: the training run, its robust-error evaluation, its quantisation grid
     (unless quant_images is 0) and its corruption accuracy (with corruption_dir)."""
+    check_layers(opts, run_config(opts, runs_root, opts.seed_list()[0], 0.0))
     tasks = []
     for seed in opts.seed_list():
         for label, eps in opts.eps():

@@ -87,8 +87,8 @@ def init_filter_norms(config: dict, selection: str) -> dict:
     initialisation already scales kernels by their fan-in)."""
     from robustlayers import models
 
-    torch.manual_seed(int(config.get("seed") or 0))
-    model = models.create_model(config["model"], **(config.get("model_kwargs") or {}))
+    model = models.create_model(config["model"], seed=int(config.get("seed") or 0),
+                                **(config.get("model_kwargs") or {}))
     return filter_norm_record(model, selection)
 
 
