@@ -133,8 +133,8 @@ SHAPED = {  # error per eps at delta 0.05 and 0.1: minimum above delta, largest 
     "0.2": {0.05: 0.35, 0.1: 0.40}, "0.3": {0.05: 0.45, 0.1: 0.48}}
 
 
-def synthetic(errors, *, n=1000, norms=None, quant=None, drop=()):
-    opts = options(eps_list=",".join(EPS), delta_list="0.05,0.1", quant_deltas="0.1")
+def synthetic(errors, *, n=1000, norms=None, quant=None, drop=(), deltas="0.05,0.1"):
+    opts = options(eps_list=",".join(EPS), delta_list=deltas, quant_deltas="0.1")
     tasks = STUDY.plan(opts, "/tmp/unused-runs")
     evaluations = {}
     for label in EPS:
@@ -197,6 +197,16 @@ def test_overdesign_claims_hold_fail_and_are_inconclusive():
     # a missing evaluation makes the claims that need it inconclusive
     verdict = claims_of(analyse(*synthetic(SHAPED, drop=["robust/eps=0.2/s0"])))
     assert verdict["overdesign"]["verdict"] == INCONCLUSIVE
+
+
+def test_a_delta_beyond_the_trained_range_is_not_tested():
+    errors = {k: {**v, 0.4: 0.9} for k, v in SHAPED.items()}
+    record = analyse(*synthetic(errors, deltas="0.05,0.1,0.4"))
+    assert claims_of(record)["overdesign"]["verdict"] == HOLDS
+    assert set(claims_of(record)["overdesign"]["measured"]) == {"overdesign δ=0.05",
+                                                                "overdesign δ=0.1"}
+    star = next(t for t in record["tables"] if t["name"] == "eps-star")["rows"]
+    assert star[-1][0] == "0.4" and star[-1][-1].startswith("not tested")
 
 
 def test_filter_norm_claims():

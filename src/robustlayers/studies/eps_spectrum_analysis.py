@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from robustlayers.studies.claims import INCONCLUSIVE, combine, compare, missing
+from robustlayers.studies.claims import combine, compare, missing
 from robustlayers.studies.eps_spectrum import PAPER, _tag
 from robustlayers.studies.eps_spectrum_analysis_parts import (
     corruption_claim, filter_claims, quantisation_claims, quantisation_tables, series_figure,
@@ -110,7 +110,8 @@ def _paired_compare(sp: Spectrum, claim_id: str, text: str, delta: float, group_
     noise = None
     if len(sp.seeds) == 1:
         lab_a, lab_b, seed = picks[0]
-        noise = paired_noise(sp.correct(lab_a, seed, delta), sp.correct(lab_b, seed, delta))
+        ca, cb = sp.correct(lab_a, seed, delta), sp.correct(lab_b, seed, delta)
+        noise = None if ca is None or cb is None else paired_noise(ca, cb)
     record = compare(claim_id, PAPER, text, a, b, relation=">", noise=noise, names=names)
     if record["measured"]:
         record["measured"].update({"argmin " + names[0]: picks[0][0],
@@ -126,13 +127,9 @@ def overdesign_cases(sp: Spectrum) -> tuple[list[dict], list[dict]]:
             continue
         below = [lab for lab, e in sp.eps if e <= delta]
         above = [lab for lab, e in sp.eps if e > delta]
-        cid = f"overdesign δ={d_label}"
-        if not below or not above:
-            over.append(missing(cid, PAPER, OVERDESIGN, f"the ε list needs models at ε ≤ δ and "
-                                f"at ε > δ = {d_label}"))
-        else:
-            over.append(_paired_compare(sp, cid, OVERDESIGN, delta, below, above,
-                                        ("best error at ε ≤ δ", "best error at ε > δ")))
+        if below and above:   # else the ε list cannot tell (δ outside the trained range)
+            over.append(_paired_compare(sp, f"overdesign δ={d_label}", OVERDESIGN, delta, below,
+                                        above, ("best error at ε ≤ δ", "best error at ε > δ")))
         if len(above) >= 2:
             far.append(_paired_compare(sp, f"not far above δ={d_label}", NOT_FAR, delta,
                                        above[-1:], above[:-1],
@@ -143,7 +140,8 @@ def overdesign_cases(sp: Spectrum) -> tuple[list[dict], list[dict]]:
 def overdesign_claims(sp: Spectrum) -> tuple[list[dict], list[dict]]:
     over, far = overdesign_cases(sp)
     claims = [combine("overdesign", PAPER, OVERDESIGN, over,
-                      "for every δ: best robust error at ε ≤ δ − best at ε > δ > 0"),
+                      "for every δ with trained models on both sides of it: best robust "
+                      "error at ε ≤ δ − best at ε > δ > 0"),
               combine("not-far-above", PAPER, NOT_FAR, far,
                       "for every δ with two or more models above it: error at the largest ε − "
                       "best error at δ < ε < largest > 0")]
@@ -174,7 +172,8 @@ def eps_star_table(sp: Spectrum, cases: list[dict]) -> dict:
         rows.append([d_label, star[0] if star else None,
                      _round(star[1] - delta) if star else None, _pct(star[2]) if star else None,
                      _pct(m.get("best error at ε ≤ δ")), _pct(m.get("best error at ε > δ")),
-                     _pct(m.get("noise")), case.get("verdict", INCONCLUSIVE)])
+                     _pct(m.get("noise")), case.get("verdict", "not tested: no model on "
+                                                    "one side of δ")])
     return {"name": "eps-star", "title": "ε*(δ): the training budget of the lowest robust error",
             "caption": "ε* − δ > 0 is overdesign. The verdict compares the best error at ε ≤ δ "
                        "with the best at ε > δ against their noise (paired sampling error with "
