@@ -260,7 +260,9 @@ def test_tiny_study_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "study.json").read_text())
     tables = {t["name"]: t for t in saved["tables"]}
     rows = tables["robust-error"]["rows"]
-    assert [r[0] for r in rows] == ["0", "0.1"] and all(0 <= v <= 100 for r in rows for v in r[1:])
+    # one epoch on 256 images may collapse: such a row is kept and marked
+    assert [r[0].split()[0] for r in rows] == ["0", "0.1"]
+    assert all(0 <= v <= 100 for r in rows for v in r[1:])
     assert {c["id"] for c in saved["claims"]} >= {"overdesign", "filters-first-two",
                                                    "quantisation-bpda", "corruptions-low-eps"}
     assert tables["filter-norms"]["columns"] == ["ε", "layer1.0", "layer1.3", "layer2.0",
