@@ -159,7 +159,7 @@ def test_variants_table_reproduces_hand_made_numbers():
                              "clat": (0.75, 0.56, 0.75, 0.57),
                              "random": (0.10, 0.05, 0.60, 0.40)},
                       history={"clat": _hist(0.04, "layer2.3", "layer1.3"),
-                               "random": _hist(0.01, "layer1.0")})
+                               "random": _hist(0.01, "layer1.0")}, stability=[0.02])
     out = clat_analysis.analyse(opts, res)
     table = {t["name"]: t for t in out["tables"]}["variants"]
     rows = {r[0]: dict(zip(table["columns"], r)) for r in table["rows"]}
@@ -177,6 +177,13 @@ def test_variants_table_reproduces_hand_made_numbers():
     series = {s["label"]: s for s in curves["series"]}
     assert series["clat"]["x"] == [5, 6] and series["clat"]["y"] == [0.3, 0.56]
     assert series["base"]["x"] == [1, 2]
+    stab = {t["name"]: t for t in out["tables"]}["stability"]["rows"]
+    assert stab == [[0, 1, 100, "layer2.3", 0.02, "layer2.3 0.98, head.1 0.02", "done"]]
+    assert out["notes"] == []                   # CLAT changed its layer between reselections
+    res.history["clat"] = _hist(0.04, "layer2.3", "layer2.3")
+    assert clat_analysis.analyse(opts, res)["notes"] == [
+        "seed 0: CLAT chose layer2.3 at each of its 2 reselections, so dynamic and fixed CLAT "
+        "trained the same layers."]
 
 
 def _claims(opts, res):

@@ -199,6 +199,21 @@ def pretrain_figure(opts, results) -> dict | None:
             "x_label": "base PGD-AT epochs E", "y_label": "accuracy", "series": series}
 
 
+def selection_notes(opts, results) -> list[str]:
+    """What CLAT chose: when it kept the same layers at every reselection, dynamic and fixed
+    CLAT trained the same layers (their comparison then measures nothing)."""
+    notes = []
+    for seed in opts.seed_list():
+        run = results.run(key("clat", seed))
+        history = ((run.result or {}).get("method") or {}).get("history") or [] if run else []
+        chosen = {tuple(h["layers"]) for h in history}
+        if len(history) > 1 and len(chosen) == 1:
+            notes.append(f"seed {seed}: CLAT chose {', '.join(history[0]['layers'])} at each of "
+                         f"its {len(history)} reselections, so dynamic and fixed CLAT trained "
+                         f"the same layers.")
+    return notes
+
+
 def analyse(opts, results) -> dict:
     from robustlayers.studies.clat_claims import claims
 
@@ -208,6 +223,6 @@ def analyse(opts, results) -> dict:
     notes = [f"{k}: {results.status(k)}" + (f" ({results.outcomes[k].get('error')})"
                                               if results.outcomes.get(k, {}).get("error")
                                               else "")
-             for k in results.tasks if not results.ok(k)]
+             for k in results.tasks if not results.ok(k)] + selection_notes(opts, results)
     return {"tables": [t for t in tables if t], "figures": [f for f in figures if f],
             "claims": claims(opts, results), "notes": notes}
