@@ -58,7 +58,7 @@ def share_of(results, task_key: str) -> dict | None:
             "total": total, "layers": "all"}
 
 
-def rows_of(opts, results) -> list[tuple[str, str, str]]:
+def rows_of(opts) -> list[tuple[str, str, str]]:
     """(name, what, epochs text) of every run of a seed: bases first, then the variants."""
     e1 = base_epochs(opts)
     rows = [("base", "PGD-AT base", f"{e1} + 0")]
@@ -69,26 +69,25 @@ def rows_of(opts, results) -> list[tuple[str, str, str]]:
     return rows
 
 
+def variant_row(opts, results, name: str, label: str, epochs: str) -> list:
+    """One row of the variants table: seeds finished, layers, trainable share, best epoch(s),
+    clean and robust accuracy (best, last; mean over seeds), collapse and status."""
+    keys = [key(name, s) for s in opts.seed_list()]
+    shares = [s for s in (share_of(results, k) for k in keys) if s]
+    finals = [results.final(k) or {} for k in keys]
+    best_epochs = sorted({(f.get("best") or {}).get("epoch") for f in finals} - {None})
+    accuracy = [mean(per_seed(opts, results, name, metric, which))
+                for which in ("best", "last") for metric in ("clean_acc", "robust_acc")]
+    return [name, label, epochs, sum(results.ok(k) for k in keys),
+            shares[0]["layers"] if shares else None,
+            max((s["share"] for s in shares if s["share"] is not None), default=None),
+            ",".join(str(e) for e in best_epochs) or None, *accuracy,
+            any(bool(f.get("collapsed")) for f in finals),
+            ", ".join(sorted({results.status(k) for k in keys}))]
+
+
 def variants_table(opts, results) -> dict:
-    seeds = opts.seed_list()
-    rows = []
-    for name, label, epochs in rows_of(opts, results):
-        keys = [key(name, s) for s in seeds]
-        shares = [share_of(results, k) for k in keys]
-        first = next((s for s in shares if s), None)
-        finals = [results.final(k) or {} for k in keys]
-        best_epochs = sorted({(f.get("best") or {}).get("epoch") for f in finals} - {None})
-        collapsed = [bool(f.get("collapsed")) for f in finals if f]
-        value = lambda which, metric: mean(per_seed(opts, results, name, metric, which))  # noqa: E731
-        statuses = sorted({results.status(k) for k in keys})
-        rows.append([name, label, epochs, sum(results.ok(k) for k in keys),
-                     first["layers"] if first else None,
-                     max((s["share"] for s in shares if s and s["share"] is not None),
-                         default=None),
-                     ",".join(str(e) for e in best_epochs) or None,
-                     value("best", "clean_acc"), value("best", "robust_acc"),
-                     value("last", "clean_acc"), value("last", "robust_acc"),
-                     any(collapsed), ", ".join(statuses)])
+    rows = [variant_row(opts, results, *row) for row in rows_of(opts)]
     return {"name": "variants", "title": "Clean and robust accuracy per variant",
             "caption": _caption(opts, results), "columns": COLUMNS, "rows": rows}
 
