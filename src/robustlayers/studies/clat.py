@@ -29,8 +29,7 @@ from robustlayers.studies.base import CommonOptions, Study, base_config
 from robustlayers.studies.tasks import evaluate_task, run_path_of, train_task
 from robustlayers.train.settings import setting
 
-PAPER = ("CLAT (Gopal et al., Boosting Adversarial Robustness with CLAT: Criticality-Leveraged "
-         "Adversarial Training)")
+PAPER = "CLAT (Gopal et al.)"
 ABLATIONS = {
     "random": ({"layers": "random"}, "CLAT on k random layers (Table 7)"),
     "smallest": ({"layers": "smallest"}, "CLAT on the k least critical layers (Table 20)"),
