@@ -71,3 +71,31 @@ def test_family_keys_and_lines():
     json.dumps(fam)
     assert list(fam["models"]) == ["x", "y"]
     assert fam["models"]["y"]["mean"][2] == 2.0
+
+
+def test_shortcut_projections_are_left_out_unless_asked_for():
+    # SPECTRUM's filter-norm figures show the main-path convs of ResNet-18, not the three 1×1
+    # shortcut projections
+    from robustlayers.models import create_model
+
+    model = create_model("resnet18", input_size=8, seed=0)
+    shortcuts = ["layer2.0.shortcut.0", "layer3.0.shortcut.0", "layer4.0.shortcut.0"]
+    out = filter_norms(model)
+    assert len(out.layers) == 17 and not set(shortcuts) & set(out.layers)
+    assert out.layers[:2] == ("conv1", "layer1.0.conv1")
+    assert all(size == (3, 3) for size in out.kernel_size)
+    record = out.to_dict()
+    assert (record["include_shortcuts"], record["shortcuts_left_out"]) == (False, shortcuts)
+    assert record["selection"]["names"] == list(out.layers)
+    full = filter_norms(model, include_shortcuts=True)
+    assert len(full.layers) == 20 and set(shortcuts) <= set(full.layers)
+    assert full.to_dict()["shortcuts_left_out"] == []
+    assert full.kernel_size[full.layers.index("layer2.0.shortcut.0")] == (1, 1)
+    # the same rule on an explicit selection, and an error when only shortcuts remain
+    block2 = filter_norms(model, selection="block:2 & kind:conv")
+    assert block2.layers == ("layer2.0.conv1", "layer2.0.conv2", "layer2.1.conv1",
+                             "layer2.1.conv2")
+    with pytest.raises(ValueError, match="only shortcut projections.*include_shortcuts=True"):
+        filter_norms(model, selection="layer2.0.shortcut.0")
+    fam = filter_norms_family({"a": model}, include_shortcuts=True).to_dict()
+    assert fam["models"]["a"]["include_shortcuts"] is True

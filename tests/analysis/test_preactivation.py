@@ -97,6 +97,16 @@ def test_cifar10c_means(tmp_path):
                     corruption_dir=tmp_path, corruptions=["gaussian_noise"],
                     out_dir=tmp_path / "out")
     entry = diag["analyses"]["preactivation"]["models"]["rgb"]
-    assert len(entry["corruptions"]["rows"]) == 5
+    # SPECTRUM's default: severity 5 only (images 8, 9)
+    assert [r["severity"] for r in entry["corruptions"]["rows"]] == [5]
+    assert entry["corruptions"]["severities"] == [5]
+    assert "severity 5 only" in entry["corruptions"]["severity_rule"]
+    x5 = torch.from_numpy(images_c[8:]).permute(0, 3, 1, 2).float() / 255
+    z5 = capture(model, ["act2"], x5, what="input")["act2"].double()
+    assert math.isclose(entry["corruptions"]["mean"], float(z5.mean()), rel_tol=1e-6)
+    assert out["severities"] == [1, 3] and out["severity_rule"] == "chosen severities"
+    with pytest.raises(ValueError, match="severity 6 is not valid; choose from 1, 2, 3, 4, 5"):
+        preactivation_corruptions(model, tmp_path, corruptions=["gaussian_noise"],
+                                  severities=(5, 6))
     assert any("CIFAR-10-C" in s for s in diag["summary"])
     assert "<h3>CIFAR-10-C</h3>" in (tmp_path / "out" / "report.html").read_text()

@@ -148,12 +148,12 @@ def test_grid_structure_and_best():
     assert best["bpda_mean"] == pytest.approx(max(scores))
     attacks = out["attacks"]
     assert attacks["bpda"]["attack"]["steps"] == 1
-    # BPDA: the model's own α = ε/4; transfer and the unquantised baseline: test α = ε/10
-    assert attacks["bpda"]["attack"]["alpha"] == pytest.approx(0.25 * 8 / 255)
-    assert attacks["pgd_masked"]["attack"]["alpha"] == pytest.approx(0.25 * 8 / 255)
-    assert attacks["transfer"]["attack"]["alpha"] == pytest.approx(0.1 * 8 / 255)
-    assert attacks["baseline_pgd"]["attack"]["alpha"] == pytest.approx(0.1 * 8 / 255)
-    assert (out["bpda_alpha_over_eps"], out["test_alpha_over_eps"]) == (0.25, 0.1)
+    # SPECTRUM's code: BPDA, transfer and the unquantised baseline all step α = δ/10
+    for name in ("bpda", "pgd_masked", "transfer", "baseline_pgd"):
+        assert attacks[name]["attack"]["alpha"] == pytest.approx(0.1 * 8 / 255), name
+        assert attacks[name]["alpha_rule"] == "alpha = 0.1*delta (SPECTRUM's code: delta/10)"
+    assert (out["bpda_alpha_over_eps"], out["test_alpha_over_eps"]) == (0.1, 0.1)
+    assert out["alpha_rule"]["bpda"] == out["alpha_rule"]["test"]
     with pytest.raises(ValueError, match="eps_grid"):
         quantization_grid(model, x, y, eps_grid=())
 
@@ -164,13 +164,13 @@ def test_default_beta_outside_the_grid_is_an_error():
                           eps_grid=(0.1,))
 
 
-def _band_grid(pixel: float, eps: float, steps: int = 20):
+def _band_grid(pixel: float, eps: float, steps: int = 20, **kwargs):
     """The grid on MeanBand (class 0 iff |mean − 0.14| < 0.03) for 4 constant images of value
     ``pixel``, β = 8 at the output of ``feat``: returns (baseline, the one cell, the δ key)."""
     x = torch.full((4, 1, 16, 16), pixel)
     y = torch.zeros(4, dtype=torch.long)
     out = quantization_grid(MeanBand(), x, y, placements=["feat"], betas=(8,), eps_grid=(eps,),
-                            steps=steps, seed=0)
+                            steps=steps, seed=0, **kwargs)
     assert out["placements"] == [{"spec": "feat", "module": "feat", "where": "output"}]
     return out["baseline"], out["cells"][0], out["eps_grid"][0]["key"]
 
@@ -197,13 +197,20 @@ def test_clean_bpda_transfer_and_masked_pgd_differ_as_designed():
     assert cell["pgd_masked"][key] == 1.0
 
 
-def test_transfer_uses_the_test_step_size():
-    # 5 steps: with α = ε/10 the unquantised attack moves pixels ~7ε/16 on average (mean 0.167,
-    # still in the band); with α = ε/4 it would reach +ε (0.184, out). BPDA (α = ε/4) still
-    # reaches −ε.
+def test_each_attack_takes_its_own_step_size():
+    # 5 steps: with the test α = δ/10 the unquantised attack moves pixels ~7δ/16 on average
+    # (mean 0.167, still in the band); with α = δ/4 it reaches +δ (0.184, out).
     base, cell, key = _band_grid(39 / 255, 8 / 255, steps=5)
-    assert base["pgd"][key] == 1.0
-    assert cell["bpda"][key] == 0.0 and cell["transfer"][key] == 1.0
+    assert base["pgd"][key] == 1.0 and cell["transfer"][key] == 1.0
+    base, cell, key = _band_grid(39 / 255, 8 / 255, steps=5, test_alpha_over_eps=0.25)
+    assert base["pgd"][key] == 0.0
+    out = quantization_grid(MeanBand(), torch.full((2, 1, 16, 16), 0.15),
+                            torch.zeros(2, dtype=torch.long), placements=["feat"], betas=(8,),
+                            eps_grid=(8 / 255,), steps=1, bpda_alpha_over_eps=0.25)
+    assert out["attacks"]["bpda"]["attack"]["alpha"] == pytest.approx(2 / 255)
+    assert out["attacks"]["transfer"]["attack"]["alpha"] == pytest.approx(0.8 / 255)
+    assert out["alpha_rule"] == {"bpda": "alpha = 0.25*delta",
+                                 "test": "alpha = 0.1*delta (SPECTRUM's code: delta/10)"}
 
 
 def test_transfer_images_are_rounded_to_8_bit():

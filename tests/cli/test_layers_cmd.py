@@ -103,7 +103,7 @@ def test_errors_exit_2_with_the_valid_choices(capsys, argv, message):
 def test_models_lists_the_zoo(capsys):
     rows = run_json(capsys, ["models", "--json"])
     names = {r["name"] for r in rows}
-    assert names == {"resnet18", "resnet34", "resnet50", "preact_resnet18", "preact_resnet34",
+    assert names == {"resnet18", "resnet18_spectrum", "resnet34", "resnet50", "preact_resnet18", "preact_resnet34",
                      "wrn28_10", "wrn34_10", "wrn70_16", "vgg16_bn", "vgg19_bn", "densenet121",
                      "smallcnn"}
     rows = run_json(capsys, ["models", "preact*", "--json"])

@@ -16,8 +16,8 @@ from robustlayers.models import (
 )
 
 ALL = [
-    "densenet121", "preact_resnet18", "preact_resnet34", "resnet18", "resnet34", "resnet50",
-    "smallcnn", "vgg16_bn", "vgg19_bn", "wrn28_10", "wrn34_10", "wrn70_16",
+    "densenet121", "preact_resnet18", "preact_resnet34", "resnet18", "resnet18_spectrum",
+    "resnet34", "resnet50", "smallcnn", "vgg16_bn", "vgg19_bn", "wrn28_10", "wrn34_10", "wrn70_16",
 ]
 # wrn70_16 (267M parameters) is built once (module cache, ~5 s on 2 cores); its grey variant is the
 # same WideResNet code path as wrn28_10 / wrn34_10, which test_grey_inputs_and_other_sizes covers.
@@ -26,7 +26,7 @@ BIG = {"wrn70_16"}
 
 def test_list_models_all_and_patterns():
     assert list_models() == sorted(ALL)
-    assert list_models("resnet*") == ["resnet18", "resnet34", "resnet50"]
+    assert list_models("resnet*") == ["resnet18", "resnet18_spectrum", "resnet34", "resnet50"]
     assert list_models("*resnet18") == ["preact_resnet18", "resnet18"]
     assert list_models("WRN*") == ["wrn28_10", "wrn34_10", "wrn70_16"]
     assert list_models("vgg1?_bn") == ["vgg16_bn", "vgg19_bn"]

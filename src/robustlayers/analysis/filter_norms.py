@@ -5,7 +5,9 @@ k×k kernel w. SPECTRUM §5 plots E_{w∈conv_i} ‖w‖∞ (Fig. 2) and max_{w�
 ‖w‖∞ = max |w_jk| over the kernel's entries (SPECTRUM's released code: "max |w| per k×k
 kernel") — the ℓ∞ Lipschitz sensitivity the paper argues with. ``norm="2"`` gives the
 Frobenius (ℓ2) norm of each kernel instead. SPECTRUM finds the first two conv layers far above
-the rest in robust ResNets.
+the rest in robust ResNets. As in SPECTRUM's figures, residual shortcut projections (the 1×1
+convs a model marks with ``robustlayers.layers.mark_shortcut``) are left out unless
+``include_shortcuts=True``; the result records the choice and the layers left out.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class FilterNormResult:
     norm: str
     selection: dict
     label: str | None = None
+    include_shortcuts: bool = False
+    shortcuts_left_out: tuple[str, ...] = ()
 
     def ranking(self) -> list[str]:
         """Layers by decreasing mean kernel norm."""
@@ -76,23 +80,32 @@ class FilterNormResult:
             "first_two_over_rest": round_sig(self.first_two_ratio())
             if self.first_two_ratio() is not None else None,
             "selection": self.selection,
+            "include_shortcuts": self.include_shortcuts,
+            "shortcuts_left_out": list(self.shortcuts_left_out),
         })
 
 
 def filter_norms(model: nn.Module, *, selection=None, norm: str = "inf", input_shape=None,
-                 label: str | None = None) -> FilterNormResult:
+                 label: str | None = None, include_shortcuts: bool = False) -> FilterNormResult:
     """Per selected conv layer (default ``kind:conv``, execution order): mean and max over its
-    k×k kernels of ‖w‖∞ (or ‖w‖₂ with ``norm="2"``), SPECTRUM §5. Selected layers without a
-    ≥3-d ``weight`` (e.g. linear, BN) are an error naming them."""
+    k×k kernels of ‖w‖∞ (or ‖w‖₂ with ``norm="2"``), SPECTRUM §5. Shortcut projections are
+    left out of any selection, as in SPECTRUM's figures, unless ``include_shortcuts``. Selected
+    layers without a ≥3-d ``weight`` (e.g. linear, BN) are an error naming them."""
     _, resolved = resolve_layers(model, selection, DEFAULT_SELECTION, input_shape)
+    left_out = () if include_shortcuts else tuple(i.name for i in resolved.layers if i.shortcut)
+    names = [n for n in resolved.names if n not in left_out]
+    if not names:
+        raise ValueError(f"selection {resolved.expression!r} holds only shortcut projections "
+                         f"{list(left_out)}, which filter norms leave out (as SPECTRUM's "
+                         f"figures do); pass include_shortcuts=True to measure them")
     modules = resolved.modules(model)
-    bad = [n for n in resolved.names
+    bad = [n for n in names
            if getattr(modules[n], "weight", None) is None or modules[n].weight.dim() < 3]
     if bad:
         raise ValueError(f"filter norms need convolution layers; selection "
                          f"{resolved.expression!r} also matched {bad}; add '& kind:conv'")
     means, maxes, counts, sizes = [], [], [], []
-    for name in resolved.names:
+    for name in names:
         weight = modules[name].weight
         values = kernel_norms(weight, norm)
         means.append(float(values.mean()))
@@ -100,9 +113,10 @@ def filter_norms(model: nn.Module, *, selection=None, norm: str = "inf", input_s
         counts.append(int(values.numel()))
         sizes.append(tuple(int(s) for s in weight.shape[2:]))
     return FilterNormResult(
-        layers=tuple(resolved.names), mean=np.array(means), max=np.array(maxes),
+        layers=tuple(names), mean=np.array(means), max=np.array(maxes),
         n_kernels=tuple(counts), kernel_size=tuple(sizes), norm=str(norm).lower(),
-        selection=selection_record(resolved), label=label,
+        selection=dict(selection_record(resolved), names=names), label=label,
+        include_shortcuts=bool(include_shortcuts), shortcuts_left_out=left_out,
     )
 
 
@@ -120,10 +134,12 @@ class FilterNormFamily:
 
 
 def filter_norms_family(models: dict[str, nn.Module], *, selection=None, norm: str = "inf",
-                        input_shape=None) -> FilterNormFamily:
-    """``filter_norms`` of every model, keyed by label (one line per model in the plot)."""
+                        input_shape=None, include_shortcuts: bool = False) -> FilterNormFamily:
+    """``filter_norms`` of every model, keyed by label (one line per model in the plot);
+    shortcut projections left out unless ``include_shortcuts`` (SPECTRUM Fig. 2)."""
     if not models:
         raise ValueError("filter_norms_family needs at least one model")
     return FilterNormFamily({label: filter_norms(m, selection=selection, norm=norm,
-                                                 input_shape=input_shape, label=label)
+                                                 input_shape=input_shape, label=label,
+                                                 include_shortcuts=include_shortcuts)
                              for label, m in models.items()})

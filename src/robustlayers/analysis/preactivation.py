@@ -153,14 +153,22 @@ def preactivation_stats(model: nn.Module, data, *, module: str | None = None,
     })
 
 
+SPECTRUM_SEVERITIES = (5,)
+"""Severities of SPECTRUM's pre-activation statistics on CIFAR-10-C (its released code)."""
+
+
 def preactivation_corruptions(model: nn.Module, data_dir, *, corruptions=None,
-                              severities=(1, 2, 3, 4, 5), module: str | None = None,
+                              severities=SPECTRUM_SEVERITIES, module: str | None = None,
                               batch_size: int = 256, seed: int = 0, label: str | None = None,
                               input_shape=None) -> dict:
-    """``preactivation_stats`` on CIFAR-10-C (SPECTRUM §6 uses all 19 corruptions × 5
-    severities): per (corruption, severity) mean and the overall mean over every value."""
+    """``preactivation_stats`` on CIFAR-10-C (SPECTRUM §6, Fig. 3: its 19 corruptions at
+    severity 5, as its released code computes them; ``severities`` takes any of 1–5): per
+    (corruption, severity) mean and the overall mean over every value. The severities used
+    are recorded."""
     from robustlayers.data import CIFAR10C_CORRUPTIONS, load_corruption
+    from robustlayers.evaluate.corruptions import _check_severities
 
+    severities = _check_severities(severities)
     names = list(corruptions or CIFAR10C_CORRUPTIONS)
     path = module or final_activation(model, input_shape)
     rows, total, count = [], 0.0, 0
@@ -174,4 +182,7 @@ def preactivation_corruptions(model: nn.Module, data_dir, *, corruptions=None,
             total += stats["mean"] * stats["n_values"]
             count += stats["n_values"]
     return jsonable({"analysis": "preactivation_corruptions", "label": label, "module": path,
+                     "corruptions": names, "severities": list(severities),
+                     "severity_rule": "SPECTRUM's code: severity 5 only"
+                     if severities == SPECTRUM_SEVERITIES else "chosen severities",
                      "rows": rows, "mean": total / count if count else None, "seed": seed})

@@ -13,12 +13,13 @@ forward hook (output of a module) or forward pre-hook (input of a module). Place
                          an activation (PreAct ResNet stages end in the residual add);
 * ``input:PATH`` / ``output:PATH`` / ``PATH`` — the input / output of any module path.
 
-Evaluation (SPECTRUM §4): clean accuracy; BPDA_δ — PGD-20 on the quantised model whose
-quantiser has a straight-through (identity) backward, "same ε and α as the model" (SPECTRUM
-trains with α = (2/255)·ε/8 = ε/4), random start, the images then scored on the true
-⌊·⌋ forward; Transfer-PGD_δ-20 — SPECTRUM's test PGD-20 (α = ε/10, its released code) on the unquantised
-model, adversarial images quantised to 8 bit, evaluated on the quantised model; next to the
-unquantised model's clean and PGD-20 accuracy (the same test attack). Plain PGD on the quantised
+Evaluation (SPECTRUM §4): clean accuracy; BPDA_δ — PGD-20 with budget δ on the quantised model
+whose quantiser has a straight-through (identity) backward, α = δ/10 (as SPECTRUM's test PGD in
+its released code), random start, the images then scored on the true ⌊·⌋ forward;
+Transfer-PGD_δ-20 — SPECTRUM's test PGD-20 (α = δ/10) on the unquantised model, adversarial
+images quantised to 8 bit, evaluated on the quantised model; next to the unquantised model's
+clean and PGD-20 accuracy (the same test attack). Both step sizes are parameters
+(``bpda_alpha_over_eps``, ``test_alpha_over_eps``) and recorded with their rule. Plain PGD on the quantised
 model (true ⌊·⌋ gradient = 0; BPDA's α, so only the backward differs) is reported at the default
 β as a gradient-masking demonstration: its accuracy is *not* a robustness number.
 Best placement = the (placement, β) with the highest BPDA accuracy averaged over the δ grid
@@ -45,8 +46,8 @@ from robustlayers.evaluate.validate import validate_count
 
 DEFAULT_BETAS = (4, 6, 8, 10, 12)
 DEFAULT_BETA = 8
-BPDA_ALPHA_OVER_EPS = 0.25   # BPDA: "same ε and α as the model"; SPECTRUM trains with ε/4
-TEST_ALPHA_OVER_EPS = 0.1    # SPECTRUM's test PGD-20: α = ε/10 (its released code)
+BPDA_ALPHA_OVER_EPS = 0.1    # SPECTRUM's BPDA_δ: α = δ/10 (its released code)
+TEST_ALPHA_OVER_EPS = 0.1    # SPECTRUM's test PGD_δ-20: α = δ/10 (its released code)
 _PASSIVE = {"maxpool2d", "avgpool2d", "adaptiveavgpool2d", "adaptivemaxpool2d", "dropout",
             "dropout2d", "flatten", "identity"}
 
@@ -196,9 +197,9 @@ def _mean_over(values: dict) -> float:
 
 @dataclass(frozen=True)
 class GridAttacks:
-    """The PGD attacks of the grid: ``test`` (SPECTRUM's test PGD, α = test_alpha_over_eps·ε)
-    for the unquantised baseline and the transfer images; ``bpda`` (α = bpda_alpha_over_eps·ε,
-    "same ε and α as the model") for BPDA and the plain-PGD masking demo."""
+    """The PGD attacks of the grid at budget δ: ``test`` (SPECTRUM's test PGD, α =
+    test_alpha_over_eps·δ) for the unquantised baseline and the transfer images; ``bpda`` (α =
+    bpda_alpha_over_eps·δ) for BPDA and the plain-PGD masking demo."""
 
     steps: int
     test_alpha_over_eps: float
@@ -219,20 +220,28 @@ class GridAttacks:
                      "backward": "straight-through (identity) through the quantiser",
                      "scored_on": "the quantised model (true floor forward)",
                      "alpha_over_eps": self.bpda_alpha_over_eps,
-                     "alpha_rule": "same eps and alpha as the model (SPECTRUM trains with eps/4)"},
+                     "alpha_rule": _rule(self.bpda_alpha_over_eps)},
             "transfer": {"source": "the unquantised model",
                          "attack": attack_record(self.test(eps)),
                          "alpha_over_eps": self.test_alpha_over_eps,
-                         "alpha_rule": "SPECTRUM's test PGD-20: alpha = eps/10",
+                         "alpha_rule": _rule(self.test_alpha_over_eps),
                          "images": "quantised to 8 bit before the quantised model"},
             "baseline_pgd": {"model": "the unquantised model",
                              "attack": attack_record(self.test(eps)),
-                             "alpha_over_eps": self.test_alpha_over_eps},
+                             "alpha_over_eps": self.test_alpha_over_eps,
+                             "alpha_rule": _rule(self.test_alpha_over_eps)},
             "pgd_masked": {"attack": attack_record(self.bpda(eps)),
                            "alpha_over_eps": self.bpda_alpha_over_eps,
+                           "alpha_rule": _rule(self.bpda_alpha_over_eps),
                            "note": "true floor gradient (zero): gradient masking demo, "
                                    f"beta={default_beta:g} only; not a robustness number"},
         }
+
+
+def _rule(ratio: float) -> str:
+    """The step-size rule as text, naming SPECTRUM's when it is the one used."""
+    text = f"alpha = {ratio:g}*delta"
+    return text + " (SPECTRUM's code: delta/10)" if ratio == TEST_ALPHA_OVER_EPS else text
 
 
 # two adapters over the shared evaluation code (no logic of their own), to keep the grid short
@@ -300,10 +309,11 @@ def quantization_grid(model: nn.Module, x, y=None, *, placements=None,
     """Clean / BPDA_δ / Transfer-PGD_δ-20 accuracy for every placement × β × δ (SPECTRUM §4,
     App. C), the unquantised baseline, the plain-PGD gradient-masking demo at ``default_beta``
     (which must be one of ``betas``), and the best placement (highest mean BPDA accuracy).
-    BPDA uses α = ``bpda_alpha_over_eps``·ε; the baseline and transfer attacks α =
-    ``test_alpha_over_eps``·ε (SPECTRUM's test PGD). ``eps_grid`` (the attack budgets δ)
-    defaults to the one ε of the model's run / dataset (``model.data_context``) or of a
-    TensorData, and is required when nothing says which. Data as for
+    Every attack of budget δ steps α = ratio·δ: ``bpda_alpha_over_eps`` for BPDA (and the
+    masking demo), ``test_alpha_over_eps`` for the baseline and transfer attacks; both default
+    to 1/10, SPECTRUM's rule (its released code uses its test PGD's α = δ/10 for BPDA too).
+    ``eps_grid`` (the attack budgets δ) defaults to the one ε of the model's run / dataset
+    (``model.data_context``) or of a TensorData, and is required when nothing says which. Data as for
     :func:`robustlayers.analysis.psr`. Returns a JSON-able dict."""
     if eps_grid is None:
         eps_grid = (resolve_eps(model, None, data=x, what="quantization_grid (eps_grid)"),)
@@ -336,6 +346,8 @@ def quantization_grid(model: nn.Module, x, y=None, *, placements=None,
         "eps_grid": [dict(describe_eps(e), key=_delta_key(e)) for e in eps_grid],
         "bpda_alpha_over_eps": attacks.bpda_alpha_over_eps,
         "test_alpha_over_eps": attacks.test_alpha_over_eps,
+        "alpha_rule": {"bpda": _rule(attacks.bpda_alpha_over_eps),
+                       "test": _rule(attacks.test_alpha_over_eps)},
         "baseline": base,
         "cells": cells,
         "best": _best_record(best, base),

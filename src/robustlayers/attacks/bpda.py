@@ -2,8 +2,8 @@
 
 A non-differentiable part g (SPECTRUM's quantiser q(x) = ⌊βx⌋/β has zero gradient almost
 everywhere) is used as is in the forward pass and replaced by the identity in the backward pass.
-The BPDA attack is an ordinary gradient attack (PGD-20 in SPECTRUM, same ε and α as the model,
-random start) run on the model with g made straight-through. Three ways to get there:
+The BPDA attack is an ordinary gradient attack (PGD-20 in SPECTRUM, with budget δ and its test
+PGD's step α = δ/10, random start) run on the model with g made straight-through. Three ways to get there:
 
 * ``straight_through(fn)`` - a function: forward fn(x), backward identity;
 * ``BPDAWrapper(module)`` - the same as an ``nn.Module``, to build a model variant;

@@ -6,8 +6,13 @@
    ``evaluation.txt`` (the table) and ``evaluation.json`` (every number with its attack
    configuration, seed and versions) in the output folder;
 4. a layer diagnosis comparing them (PSR of EARLY, criticality of CLAT, filter norms,
-   quantisation and pre-activations of SPECTRUM) written as ``diagnosis.json`` and
-   ``report.html``, with the evaluation table and the training curves.
+   quantisation and pre-activations of SPECTRUM) written as ``diagnosis/diagnosis.json`` and
+   ``diagnosis/report.html``, with the evaluation table and the training curves;
+5. a small version (preset ``demo``) of each of the four studies — partial-at (EARLY),
+   eps-spectrum (SPECTRUM), layer-subsets (RAT), clat (CLAT) — sharing the two runs above and
+   one runs folder, each with its ``study.json``;
+6. ``report.html``: every claim of the four papers with its verdict on the first screen, then
+   each study's tables and figures, linking the diagnosis.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from robustlayers.runs import RunDir, load_run_model
 from robustlayers.train import preset, train
 
 DATASET = "fashion-mnist"
+BASE_PRESET = "fmnist-study"
+"""The training preset of the demo's two runs and of the studies' demo presets: the studies find
+these two runs again in the shared runs folder instead of training them anew."""
 
 
 def add_parser(subparsers):
@@ -33,18 +41,28 @@ def add_parser(subparsers):
         "demo", help="run the main job on the embedded default (Fashion-MNIST)",
         formatter_class=HelpFormatter,
         description="Train a natural and a PGD-AT small CNN on Fashion-MNIST, evaluate both "
-        "(evaluation.txt, evaluation.json) and write a layer diagnosis comparing them "
-        "(report.html): PSR (EARLY: Bakiskan, Cekic, Madhow), criticality (CLAT: Gopal et al.), "
-        "filter norms, quantisation and pre-activations (SPECTRUM: Sridhar et al.).")
+        "(evaluation.txt, evaluation.json), write a layer diagnosis comparing them "
+        "(diagnosis/report.html): PSR (EARLY: Bakiskan, Cekic, Madhow), criticality (CLAT: "
+        "Gopal et al.), filter norms, quantisation and pre-activations (SPECTRUM: Sridhar et "
+        "al.); then run a small version of each paper's study (partial-at, eps-spectrum, "
+        "layer-subsets (RAT: Nguyen et al.), clat) and write report.html with every claim and "
+        "its verdict first.")
     parser.add_argument("--out", default="demo-out",
                         help="folder for runs, the evaluation table and the report")
     parser.add_argument("--data-dir", default=None, help="folder holding Fashion-MNIST")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs of each model")
-    parser.add_argument("--train-size", type=int, default=10000, help="training images used")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"training epochs of every run (default: preset {BASE_PRESET}'s)")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help=f"training images used (default: preset {BASE_PRESET}'s)")
     parser.add_argument("--eval-size", type=int, default=1000, help="test images attacked")
     parser.add_argument("--diagnose-size", type=int, default=300,
                         help="test images the diagnosis uses")
     parser.add_argument("--seed", type=int, default=0, help="training, subset and attack seed")
+    parser.add_argument("--studies", default="all",
+                        help="studies to run with their demo preset: all, none, or a "
+                        "comma-separated list of partial-at, eps-spectrum, layer-subsets, clat")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs of the studies at once (worker processes)")
     return parser
 
 
@@ -53,12 +71,16 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
+def _overrides(args) -> dict:
+    return {k: v for k, v in (("epochs", args.epochs), ("train_size", args.train_size))
+            if v is not None}
+
+
 def _train_pair(args, out: Path) -> dict[str, Path]:
     runs = {}
     for method in ("natural", "pgd-at"):
-        config = preset("fmnist-quick", method=method, epochs=args.epochs,
-                        train_size=args.train_size, data_dir=args.data_dir, seed=args.seed,
-                        out=str(out / "runs" / method), runs_root=str(out / "runs"), quiet=True)
+        config = preset(BASE_PRESET, method=method, data_dir=args.data_dir, seed=args.seed,
+                        runs_root=str((out / "runs").resolve()), quiet=True, **_overrides(args))
         started = time.perf_counter()
         run = train(config)
         result = run.result or {}
@@ -111,6 +133,7 @@ def run(args) -> int:
     if (out / "runs").exists() and any((out / "runs").iterdir()):
         raise ValueError(f"{out} already holds a demo; remove it or pass --out to another folder")
     info = get_dataset_info(DATASET)
+    names = _study_names(args.studies)
     began = time.perf_counter()
 
     _step(f"Data: {DATASET}")
@@ -126,8 +149,9 @@ def run(args) -> int:
             for r in lmap.to_rows()]
     print_table(rows, ["index", "name", "kind", "block", "params", "out_shape"])
 
-    _step(f"Training natural and PGD-AT small CNNs ({args.epochs} epochs, "
-          f"{args.train_size} images)")
+    base = preset(BASE_PRESET, **_overrides(args))
+    _step(f"Training natural and PGD-AT small CNNs ({base.epochs} epochs, "
+          f"{base.train_size} images)")
     runs = _train_pair(args, out)
     models = {label: load_run_model(path, "best")[0] for label, path in runs.items()}
 
@@ -139,7 +163,7 @@ def run(args) -> int:
     from robustlayers.analysis import diagnose
 
     train_split = load_dataset(DATASET, "train", data_dir=args.data_dir,
-                               subset=args.train_size, seed=args.seed)
+                               subset=base.train_size, seed=args.seed)
     diagnosis = diagnose(models, (test.x, test.y), n_examples=args.diagnose_size,
                          seed=args.seed, dataset=DATASET, out_dir=out / "diagnosis",
                          train_data=(train_split.x, train_split.y), epoch_batches=10,
@@ -148,7 +172,59 @@ def run(args) -> int:
                          training={k: RunDir.open(v).metrics() for k, v in runs.items()})
     for line in diagnosis.get("summary", []):
         print(f"- {line}")
-    report = out / "diagnosis" / "report.html"
+    print(f"diagnosis report: {(out / 'diagnosis' / 'report.html').resolve()}")
+
+    study_records = _studies(args, out, names) if names else []
+    report = _write_report(out, study_records, base, began)
     print(f"\nreport: {report.resolve()}")
     print(f"demo finished in {time.perf_counter() - began:.0f} s")
     return 0
+
+
+def _study_names(text: str) -> list[str]:
+    from robustlayers.studies import list_studies
+
+    if text.strip() == "none":
+        return []
+    known = list_studies()
+    names = known if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown study {unknown[0]!r} in --studies; choose all, none or "
+                         f"from {', '.join(known)}")
+    return names
+
+
+def _studies(args, out: Path, names: list[str]) -> list[dict]:
+    """Each study's demo preset, sharing the runs folder (and so the two runs above)."""
+    from robustlayers import studies
+
+    records = []
+    for name in names:
+        began = _step(f"Study {name} (preset demo)")
+        record = studies.run(name, "demo", out=out / "studies" / name,
+                             runs_root=(out / "runs").resolve(), jobs=args.jobs,
+                             seeds=str(args.seed), data_dir=args.data_dir, **_overrides(args))
+        for claim in record.get("claims", []):
+            print(f"  [{claim['verdict']}] {claim['id']}: {claim['claim']}")
+        print(f"{name} finished in {time.perf_counter() - began:.0f} s")
+        records.append(record)
+    return records
+
+
+def _write_report(out: Path, records: list[dict], base, began: float) -> Path:
+    """``report.html``: the claims of every study first, then the studies, linking the
+    evaluation table and the diagnosis."""
+    from robustlayers.report.tables import e
+    from robustlayers.studies.report import write_study_report
+
+    intro = (f'<p class="meta">robustlayers demo on {e(DATASET)} ({e(base.model)}, preset '
+             f"{e(BASE_PRESET)}: {base.epochs} epochs on {base.train_size} training images, "
+             f"eps {base.eps}), {time.perf_counter() - began:.0f} s. The layer diagnosis of the "
+             f'natural and the PGD-AT model: <a href="diagnosis/report.html">'
+             f'diagnosis/report.html</a>; their evaluation: <a href="evaluation.txt">'
+             f"evaluation.txt</a>. On this small CPU setting the papers' qualitative claims are "
+             f"what can be tested; each verdict is computed from the numbers below.</p>")
+    return write_study_report(records, out / "report.html",
+                              title="robustlayers demo: the papers' claims on Fashion-MNIST",
+                              intro=intro)

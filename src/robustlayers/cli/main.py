@@ -23,7 +23,8 @@ from robustlayers import __version__
 from robustlayers.cli.errors import describe_error
 
 # Each module exposes add_parser(subparsers) and run(args) -> int.
-SUBCOMMANDS = ("models", "layers", "data", "evaluate", "train", "runs", "diagnose", "demo")
+SUBCOMMANDS = ("models", "layers", "data", "evaluate", "train", "runs", "diagnose", "study",
+               "demo")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a program killed by the closed pipe would return
 

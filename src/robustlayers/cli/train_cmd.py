@@ -56,6 +56,8 @@ _FLAGS = {
     "eval_steps": (int, "PGD steps of the per-epoch robust evaluation (0: off)"),
     "eval_size": (int, "test images attacked every epoch"),
     "seed": (int, "random seed"),
+    "keep_epochs": (str, "epochs whose checkpoints are kept for good, comma-separated (e.g. 76, "
+                         "SPECTRUM's evaluation epoch; load RUN@epoch-76); '' for none"),
     "device": (str, "cpu, cuda or auto"),
     "out": (str, "run directory to create"),
     "runs_root": (str, "folder new run directories go under (default: runs)"),
@@ -150,6 +152,13 @@ def _flag_values(args) -> dict:
     for dest in ("nesterov", "augment", "amp", "quiet", "final_eval", "train_clean_metrics"):
         if getattr(args, dest) is not None:
             values[dest] = getattr(args, dest)
+    if "keep_epochs" in values:
+        text = values["keep_epochs"]
+        try:
+            values["keep_epochs"] = [int(e) for e in text.split(",") if e.strip()]
+        except ValueError:
+            raise ValueError(f"--keep-epochs must be comma-separated epoch numbers such as "
+                             f"76 or 40,76, got {text!r}") from None
     if "milestones" in values:
         try:
             values["milestones"] = [float(m) if "." in m else int(m)
@@ -259,14 +268,20 @@ def _print_methods() -> None:
 
 
 def _show_plan(config, *, dry_run: bool) -> int:
-    """--print-config / --dry-run: the resolved config, and with --dry-run where it would run."""
+    """--print-config / --dry-run: the resolved config (ε and the α rules filled in as train()
+    does, so that the directory named is the one train() uses), and with --dry-run where it
+    would run."""
     from pathlib import Path
 
     import yaml
 
+    from robustlayers.data import get_dataset_info
     from robustlayers.runs import RunDir
+    from robustlayers.train.context import resolve_threat
     from robustlayers.train.identity import run_path
 
+    threat, alpha, eval_alpha = resolve_threat(config, get_dataset_info(config.dataset))
+    config.eps, config.alpha, config.eval_alpha = threat.eps, alpha, eval_alpha
     data = config.to_dict()
     data["adam_betas"] = list(config.adam_betas)
     print(yaml.safe_dump(data, sort_keys=False).rstrip())

@@ -13,7 +13,7 @@ from torch import nn
 from .common import check_activation, check_positive_int
 from .densenet import densenet121
 from .preact_resnet import preact_resnet18, preact_resnet34
-from .resnet import resnet18, resnet34, resnet50
+from .resnet import resnet18, resnet18_spectrum, resnet34, resnet50
 from .smallcnn import smallcnn
 from .vgg import vgg16_bn, vgg19_bn
 from .wide_resnet import wrn28_10, wrn34_10, wrn70_16
@@ -29,18 +29,21 @@ class ModelInfo:
     papers: tuple[str, ...]
     min_input_size: int
     factory: Callable[..., nn.Module]
+    raw_inputs: bool = False  # no input normalisation: takes [0, 1] images as they are
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(name: str, factory: Callable[..., nn.Module], *, family: str,
-                   description: str, papers: tuple[str, ...] = (), min_input_size: int = 1) -> None:
+                   description: str, papers: tuple[str, ...] = (), min_input_size: int = 1,
+                   raw_inputs: bool = False) -> None:
     """Add an architecture to the zoo (names are lower case; re-registering a name is an error)."""
     key = name.lower()
     if key in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[key] = ModelInfo(key, family, description, tuple(papers), min_input_size, factory)
+    _REGISTRY[key] = ModelInfo(key, family, description, tuple(papers), min_input_size, factory,
+                               bool(raw_inputs))
 
 
 for _name, _factory, _family, _desc, _papers, _min in [
@@ -59,6 +62,9 @@ for _name, _factory, _family, _desc, _papers, _min in [
      (), 4),
 ]:
     register_model(_name, _factory, family=_family, description=_desc, papers=_papers, min_input_size=_min)
+register_model("resnet18_spectrum", resnet18_spectrum, family="resnet",
+               description="SPECTRUM's ResNet-18: raw [0, 1] inputs, no ReLU between the two "
+                           "blocks of a stage", papers=("SPECTRUM",), raw_inputs=True)
 
 
 def list_models(pattern: str = "*") -> list[str]:

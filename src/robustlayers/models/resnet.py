@@ -15,6 +15,13 @@ Two choices that the analyses rely on:
   BN right after its ``conv2``/``bn2``.
 * Each block ends with an activation *module* ``act`` applied after the residual add, so the input
   of ``layerX.Y.act`` is the post-add, pre-ReLU output that SPECTRUM §4 quantises (its released code).
+
+``resnet18_spectrum`` is the ResNet-18 of SPECTRUM's released code (Sridhar et al., Analysis of
+Adversarial Training at a Spectrum of Perturbations): raw [0, 1] inputs (no input normalisation)
+and no ReLU between the two blocks of a stage — the first block of each stage ends at its
+residual add (its ``act`` is an ``nn.Identity``), the stage's last block keeps its post-add ReLU,
+so ``layerX`` still ends "after the residual add, before the ReLU" where SPECTRUM quantises.
+Parameter names and the state dict are those of ``resnet18``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from torch import nn
 
 from robustlayers.layers.layermap import mark_shortcut
 
-from .common import ZooModel, make_activation
+from .common import Normalize, ZooModel, make_activation
 
 
 def shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
@@ -43,7 +50,8 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, activation: str = "relu"):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, activation: str = "relu",
+                 post_act: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -51,7 +59,8 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut = shortcut(in_planes, planes * self.expansion, stride)
-        self.act = make_activation(activation)
+        # post_act=False: no activation after the add (SPECTRUM's first block of a stage)
+        self.act = make_activation(activation) if post_act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # main branch first, then the shortcut (EARLY's layer order), then add, then act
@@ -100,9 +109,12 @@ class ResNet(ZooModel):
         self,
         block: type[BasicBlock] | type[Bottleneck],
         num_blocks: tuple[int, int, int, int],
+        *,
+        act_between_blocks: bool = True,
         **zoo,
     ) -> None:
         super().__init__(**zoo)  # num_classes, in_channels, input_size, mean, std, activation
+        self.act_between_blocks = act_between_blocks
         self.in_planes = 64
         self.conv1 = nn.Conv2d(self.in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -123,8 +135,9 @@ class ResNet(ZooModel):
 
     def _make_layer(self, block, planes: int, n: int, stride: int) -> nn.Sequential:
         layers = []
-        for s in [stride] + [1] * (n - 1):
-            layers.append(block(self.in_planes, planes, s, activation=self.activation))
+        for i, s in enumerate([stride] + [1] * (n - 1)):
+            extra = {} if self.act_between_blocks else {"post_act": i == n - 1}
+            layers.append(block(self.in_planes, planes, s, activation=self.activation, **extra))
             self.in_planes = planes * block.expansion
         return nn.Sequential(*layers)
 
@@ -137,6 +150,33 @@ class ResNet(ZooModel):
 def resnet18(**kwargs) -> ResNet:
     """ResNet-18 (EARLY, SPECTRUM, CLAT): BasicBlock x (2, 2, 2, 2), 11.2M parameters."""
     return ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+
+
+class RawInputs(Normalize):
+    """The ``normalize`` child of a model that takes raw [0, 1] images: mean 0 and std 1, and
+    any other mean/std is refused (a run or checkpoint cannot give it a normalisation)."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__(0.0, 1.0, in_channels)
+
+    def set(self, mean, std) -> None:
+        given = Normalize(mean, std, self.in_channels)  # checks the values' count and std > 0
+        if given.mean.abs().max() > 0 or (given.std - 1).abs().max() > 0:
+            raise ValueError(
+                f"this model takes raw [0, 1] images (SPECTRUM's ResNet-18 has no input "
+                f"normalisation) and cannot normalise with mean {mean} / std {std}; leave the "
+                f"normalisation unset or choose 'none'")
+
+
+def resnet18_spectrum(**kwargs) -> ResNet:
+    """SPECTRUM's ResNet-18 (Sridhar et al., its released code): BasicBlock x (2, 2, 2, 2), raw
+    [0, 1] inputs (``mean``/``std`` arguments are ignored: it has no input normalisation) and
+    no ReLU between the two blocks of a stage; the same parameters as ``resnet18``."""
+    kwargs.pop("mean", None)
+    kwargs.pop("std", None)
+    model = ResNet(BasicBlock, (2, 2, 2, 2), act_between_blocks=False, **kwargs)
+    model.normalize = RawInputs(model.in_channels)
+    return model
 
 
 def resnet34(**kwargs) -> ResNet:

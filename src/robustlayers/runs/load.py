@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from robustlayers.errors import RunError, RunStoreError
 from robustlayers.runs.checkpoint import check_tag, epoch_tag
 from robustlayers.runs.rundir import RunDir
+
+_EPOCH = re.compile(r"^(?:epoch-)?(\d+)$")
 
 if TYPE_CHECKING:
     from torch import nn
@@ -15,11 +18,15 @@ if TYPE_CHECKING:
 
 def resolve_which(run: RunDir, which: str | int) -> str:
     """The checkpoint tag meant by ``which``: ``"best"``, ``"last"`` (the newest complete epoch
-    checkpoint), an epoch number or a tag such as ``"epoch-0003"``. RunError listing the
-    available checkpoints when it names none."""
+    checkpoint), an epoch number (``76``, ``"76"``, ``"epoch-76"`` and ``"epoch-0076"`` all
+    name epoch 76's checkpoint, e.g. one a run kept with ``keep_epochs``) or another tag.
+    RunError listing the available checkpoints when it names none."""
     available = run.checkpoint_tags()
+    epoch = _EPOCH.match(which) if isinstance(which, str) else None
     if isinstance(which, int) and not isinstance(which, bool):
         tag = epoch_tag(which)
+    elif epoch is not None:
+        tag = epoch_tag(int(epoch.group(1)))
     elif which == "last":
         tag = run.latest_checkpoint()
     elif isinstance(which, str):

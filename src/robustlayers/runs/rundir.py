@@ -396,13 +396,15 @@ class RunDir:
         found = self.complete_epoch_checkpoints(limit=1)
         return found[0] if found else None
 
-    def prune_checkpoints(self, keep: int = 2) -> list[str]:
-        """Delete every ``epoch-NNNN`` checkpoint except the newest ``keep`` complete ones
-        (``best`` and other named tags are kept). Returns the removed tags."""
+    def prune_checkpoints(self, keep: int = 2, *, keep_epochs: Iterable[int] = ()) -> list[str]:
+        """Delete every ``epoch-NNNN`` checkpoint except the newest ``keep`` complete ones and
+        those of ``keep_epochs`` (a run's ``keep_epochs``: fixed evaluation epochs); ``best``
+        and other named tags are kept. Returns the removed tags."""
         if not isinstance(keep, int) or keep < 1:
             raise ConfigError(f"keep must be an int >= 1 (the resume point), got {keep!r}")
         ck.cleanup(self.checkpoint_root)
         kept = set(self.complete_epoch_checkpoints(limit=keep))
+        kept |= {ck.epoch_tag(int(epoch)) for epoch in keep_epochs}
         removed = [t for t in ck.epoch_tags_desc(self.checkpoint_root) if t not in kept]
         for tag in removed:
             shutil.rmtree(self.checkpoint_root / tag)

@@ -47,16 +47,16 @@ def default_out(name: str, preset: str) -> Path:
 
 def run(name: str, preset: str = "quick", *, out=None, executor: str = "local", jobs: int = 1,
         address: str | None = None, dry_run: bool = False, quiet: bool = False, log=print,
-        **options) -> dict:
+        runs_root=None, **options) -> dict:
     """Run study ``name`` (its ``preset`` with ``options`` on top) into ``out`` and return its
-    record (what study.json holds)."""
-    from robustlayers.studies.run import run_study
+    record (what study.json holds); ``runs_root`` (default ``out/runs``) may be shared."""
+    from robustlayers.studies.runner import run_study
 
     study = get_study(name)
     opts = study.build_options(preset, options)
     return run_study(study, opts, preset=preset, out=out or default_out(name, preset),
                      executor=executor, jobs=jobs, address=address, dry_run=dry_run,
-                     quiet=quiet, log=log)
+                     quiet=quiet, log=log, runs_root=runs_root)
 
 
 def resume(folder, *, executor: str = "local", jobs: int = 1, address: str | None = None,
@@ -68,4 +68,5 @@ def resume(folder, *, executor: str = "local", jobs: int = 1, address: str | Non
                           f"robustlayers study NAME --out {folder}")
     saved = json.loads(path.read_text(encoding="utf-8"))
     return run(saved["study"], saved["preset"], out=folder, executor=executor, jobs=jobs,
-               address=address, quiet=quiet, log=log, **saved["options"])
+               address=address, quiet=quiet, log=log, runs_root=saved.get("runs_root"),
+               **saved["options"])

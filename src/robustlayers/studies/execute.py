@@ -77,17 +77,22 @@ class PoolBackend:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_backend(executor: str, study_dir: Path, jobs: int, address: str | None):
+def check_executor(executor: str, jobs: int, address: str | None) -> None:
+    """ConfigError for an unknown executor, a bad job count or an address without Ray."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ConfigError(f"jobs must be a positive integer, got {jobs!r}")
+    if address is not None and executor != "ray":
+        raise ConfigError("--address goes with --executor ray")
+
+
+def make_backend(executor: str, study_dir: Path, jobs: int, address: str | None):
+    check_executor(executor, jobs, address)
     if executor == "ray":
         from robustlayers.studies.ray_backend import RayBackend
 
         return RayBackend(study_dir, address=address, jobs=jobs)
-    if address is not None:
-        raise ConfigError("--address goes with --executor ray")
     return InlineBackend(study_dir) if jobs == 1 else PoolBackend(study_dir, jobs)
 
 

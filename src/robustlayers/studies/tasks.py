@@ -18,7 +18,7 @@ from pathlib import Path
 from robustlayers.errors import ConfigError
 
 KINDS = ("train", "evaluate")
-_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+,:/-]*$")
+_KEY = re.compile(r"^[A-Za-z0-9][][A-Za-z0-9_.=+,:/-]*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +80,7 @@ def check_plan(tasks: list[Task]) -> list[Task]:
     for task in tasks:
         if not _KEY.match(task.key):
             raise ConfigError(f"task key {task.key!r} must start with a letter or digit and "
-                              f"hold only letters, digits and _ . = + , : / -")
+                              f"hold only letters, digits and _ . = + , : / - [ ]")
         if task.kind not in KINDS:
             raise ConfigError(f"task {task.key!r}: kind {task.kind!r} is not one of "
                               f"{', '.join(KINDS)}")

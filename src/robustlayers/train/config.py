@@ -63,7 +63,12 @@ class TrainConfig:
     #                                    eps·15/128 (ℓ2, RAT's 15/255 for 128/255)
     steps: int = 10                    # training PGD steps (PGD-10 in EARLY, CLAT, RAT)
     eval_steps: int = 20               # per-epoch test attack: PGD-20 (RAT, SPECTRUM); 0 = off
-    eval_alpha: float | None = None    # None: alpha
+    eval_alpha: float | None = None    # None: eval_alpha_ratio·eps when set, else alpha
+    alpha_ratio: float | None = None   # rule α = alpha_ratio·eps, used when alpha is None, so
+    #                                    that α follows every eps (SPECTRUM: 1/4 = (eps/8)·2/255)
+    eval_alpha_ratio: float | None = None  # per-epoch test α = eval_alpha_ratio·eps when
+    #                                    eval_alpha is None (SPECTRUM's test PGD: 1/10). The
+    #                                    resolved alpha / eval_alpha go to the run's config.json
     eval_size: int | None = 1000       # test images attacked every epoch (fixed subset)
     eval_batch_size: int = 256         # batch size of the per-epoch evaluation
     eval_every: int = 1                # evaluate every N epochs (and always after the last);
@@ -113,6 +118,9 @@ class TrainConfig:
     # --- run directory -----------------------------------------------------------------------
     checkpoint_every: int = 1          # epochs between epoch-NNNN checkpoints (last always kept)
     keep_checkpoints: int = 2          # epoch checkpoints kept (best is kept separately)
+    keep_epochs: list[int] = field(default_factory=list)
+    # ^ epochs whose checkpoint is always saved and never pruned (SPECTRUM evaluates a fixed
+    #   epoch: ResNet-18 76, WRN-28-10 80); load it as RUN@epoch-76 or load_run_model(RUN, 76)
     out: str | None = None             # run directory; None: a new folder under runs_root
     runs_root: str = "runs"
     quiet: bool = False                # no progress bars

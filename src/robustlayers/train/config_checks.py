@@ -84,7 +84,7 @@ def check_config(c) -> None:
     for name in OPTIONAL_STRINGS:
         string(name, getattr(c, name), optional=True)
     if not c.model.startswith("custom:"):      # a user's module (train(model=...))
-        model_info(c.model)      # unknown names raise with the zoo's valid choices
+        _check_raw_inputs(c, model_info(c.model))  # unknown names raise with the valid choices
     if not c.dataset.startswith("custom:"):    # a user's data (train(train_data=...))
         get_dataset_info(c.dataset)  # likewise for datasets
     c.method = canon(c.method)
@@ -101,6 +101,7 @@ def check_config(c) -> None:
     _check_numbers(c)
     _check_budgets(c)
     _check_lists(c)
+    _check_keep_epochs(c)
     if c.select_by == "robust" and c.eval_steps == 0:
         raise ConfigError("select_by 'robust' needs the per-epoch robust evaluation, but "
                           "eval_steps is 0 (no test_robust_acc is ever measured, so no 'best' "
@@ -146,6 +147,9 @@ def _check_numbers(c) -> None:
         integer("train_eval_size", c.train_eval_size, 0)
     for name in NON_NEGATIVE_FLOATS:
         number(name, getattr(c, name))
+    for name in ("alpha_ratio", "eval_alpha_ratio"):   # α = ratio·ε (SPECTRUM's rules)
+        if getattr(c, name) is not None:
+            number(name, getattr(c, name), strict=True)
     number("lr", c.lr, strict=True)
     number("onecycle_peak", c.onecycle_peak, strict=True)
     if not c.onecycle_peak < 1:
@@ -220,3 +224,31 @@ def _activation(name: Any) -> str:
     name = name.strip().lower()
     make_activation(name)  # unknown names raise with the zoo's valid choices
     return name
+
+
+def _check_raw_inputs(c, info) -> None:
+    """A zoo model without input normalisation (SPECTRUM's ResNet-18) runs with normalize
+    'none', recorded as such; any other normalisation is refused."""
+    if not info.raw_inputs:
+        return
+    if c.normalize is not None and str(c.normalize).strip().lower() != "none":
+        raise ConfigError(f"model {c.model!r} takes raw [0, 1] images (no input "
+                          f"normalisation), so normalize {c.normalize!r} cannot apply; leave "
+                          f"normalize unset or choose 'none'")
+    c.normalize = "none"
+
+
+def _check_keep_epochs(c) -> None:
+    """``keep_epochs``: distinct epochs in 1..epochs whose checkpoints are never pruned."""
+    value = c.keep_epochs
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"keep_epochs must be a list of epoch numbers such as [76], "
+                          f"got {value!r}")
+    for epoch in value:
+        integer("keep_epochs entry", epoch, 1)
+    late = sorted(e for e in value if e > c.epochs)
+    if late:
+        raise ConfigError(f"keep_epochs {late} lie beyond the run's {c.epochs} epochs, so no "
+                          f"such checkpoint would ever be saved; choose epochs from 1 to "
+                          f"{c.epochs}, or none (keep_epochs=[], CLI --keep-epochs '')")
+    c.keep_epochs = sorted(set(int(e) for e in value))

@@ -46,10 +46,13 @@ def derive_seed(seed: int, *labels) -> int:
 def resolve_threat(config, info) -> tuple[ThreatModel, float, float]:
     """(threat, alpha, eval_alpha) from the config, filling gaps from the dataset defaults.
 
-    ℓ∞: ε defaults to ``info.default_eps``; α to ``info.default_alpha·ε/default_eps`` (2/255 at
-    8/255 on CIFAR, i.e. SPECTRUM's α = (ε/8)·2/255). ℓ2 has no dataset default ε (an explicit
-    ``eps`` is required; RAT uses 128/255 on CIFAR-10); α defaults to ε·15/128 (RAT's 15/255).
-    ``eval_alpha`` defaults to α.
+    ℓ∞: ε defaults to ``info.default_eps``. α, when not given, is ``alpha_ratio·ε`` when that
+    rule is set (SPECTRUM, Sridhar et al., trains with α = (ε/8)·2/255 = ε/4 at *every* ε), else
+    ``info.default_alpha·ε/default_eps`` (2/255 at 8/255 on CIFAR). ℓ2 has no dataset default ε
+    (an explicit ``eps`` is required; RAT uses 128/255 on CIFAR-10); α then defaults to ε·15/128
+    (RAT's 15/255). ``eval_alpha``, when not given, is ``eval_alpha_ratio·ε`` when set
+    (SPECTRUM's test PGD-20: ε/10), else α. ``train()`` writes the resolved values into the
+    run's config.json.
     """
     eps = config.eps
     if eps is None:
@@ -57,11 +60,15 @@ def resolve_threat(config, info) -> tuple[ThreatModel, float, float]:
             raise ValueError("norm 'l2' has no dataset default eps; set eps (RAT uses 128/255 "
                              "with alpha 15/255 on CIFAR-10)")
         eps = info.default_eps
-    alpha = config.alpha
-    if alpha is None:
+    alpha, ratio = config.alpha, getattr(config, "alpha_ratio", None)
+    if alpha is None and ratio is not None:
+        alpha = ratio * eps
+    elif alpha is None:
         alpha = (info.default_alpha * eps / info.default_eps if config.norm == "linf"
                  else eps * 15.0 / 128.0)
-    eval_alpha = config.eval_alpha if config.eval_alpha is not None else alpha
+    eval_alpha, eval_ratio = config.eval_alpha, getattr(config, "eval_alpha_ratio", None)
+    if eval_alpha is None:
+        eval_alpha = eval_ratio * eps if eval_ratio is not None else alpha
     return ThreatModel(config.norm, float(eps)), float(alpha), float(eval_alpha)
 
 

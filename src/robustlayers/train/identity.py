@@ -24,12 +24,16 @@ RUNTIME_KEYS = ("quiet", "device", "out", "runs_root", "log", "log_uri")
 """Config keys that do not change what a run computes (left out of its identity)."""
 RECORD_KEYS = ("model_kwargs", "init_source")
 """Keys config.json holds beside the config (derived from it)."""
+ADDED_KEYS = {"alpha_ratio": None, "eval_alpha_ratio": None, "keep_epochs": []}
+"""Config keys added after runs were first written, with their defaults: left out of the
+identity while at the default, so that a config written before they existed keeps its hash."""
 
 
 def identity(config: dict) -> dict:
     """The identity-bearing part of a resolved config dict (``TrainConfig.to_dict()`` or a run's
     config.json): runtime keys dropped, ``init_from`` made absolute."""
-    data = {k: v for k, v in config.items() if k not in RUNTIME_KEYS + RECORD_KEYS}
+    data = {k: v for k, v in config.items() if k not in RUNTIME_KEYS + RECORD_KEYS
+            and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
     if data.get("init_from"):
         from robustlayers.train.init import parse_init_from
 

@@ -327,10 +327,12 @@ def run_loop(config: TrainConfig, *, run_path: Path, resuming: bool,
                     best = {"value": value, "epoch": done, "metrics": row}
                     state = checkpoint_state(ctx, method, done, best)
                     run.save_checkpoint("best", model, state, epoch=done)
-                if done % config.checkpoint_every == 0 or done == config.epochs:
+                if (done % config.checkpoint_every == 0 or done == config.epochs
+                        or done in config.keep_epochs):
                     state = state or checkpoint_state(ctx, method, done, best)
                     run.save_checkpoint(epoch_tag(done), model, state)
-                    run.prune_checkpoints(config.keep_checkpoints)
+                    run.prune_checkpoints(config.keep_checkpoints,
+                                          keep_epochs=config.keep_epochs)
                 if not config.quiet:
                     tqdm.write(_summary(row), file=sys.stderr)
             final = (final_evaluation(ctx, run, data["test"], best["epoch"])

@@ -66,11 +66,18 @@ def _early_vgg() -> dict:
 
 
 def _spectrum_resnet() -> dict:
-    """SPECTRUM PGD-AT: SGD 0.1, wd 2e-4, decays at 75 and 90, 100 epochs, batch 256, alpha =
-    (2/255)·eps/8 (the l-inf default rule), test PGD-20 with alpha = eps/10."""
+    """SPECTRUM PGD-AT (Sridhar et al., Analysis of Adversarial Training at a Spectrum of
+    Perturbations, Table 5): SGD 0.1, wd 2e-4, decays at 75 and 90, 100 epochs, batch 256,
+    PGD-10 with alpha = (eps/8)·2/255 = eps/4 at every eps (alpha_ratio 0.25), per-epoch test
+    PGD-20 with alpha = eps/10 (eval_alpha_ratio 0.1); --eps 4/255 trains with alpha 1/255 and
+    tests with 0.4/255. SPECTRUM evaluates a fixed epoch's checkpoint: ResNet-18 epoch 76 (kept
+    here: RUN@epoch-76), WideResNet-28-10 epoch 80, the eps=0 models 19 (ResNet-18) and 18
+    (WRN) of their 50-epoch natural training. --model resnet18_spectrum trains SPECTRUM's own
+    ResNet-18 variant (raw inputs, no ReLU between the two blocks of a stage)."""
     return dict(model="resnet18", dataset="cifar10", method="pgd-at", epochs=100, batch_size=256,
                 lr=0.1, weight_decay=2e-4, schedule="piecewise", milestones=[75, 90],
-                eps=8 / 255, alpha=2 / 255, eval_alpha=0.8 / 255, steps=10, eval_steps=20)
+                eps=8 / 255, alpha_ratio=0.25, eval_alpha_ratio=0.1, steps=10, eval_steps=20,
+                keep_epochs=[76])
 
 
 def _clat_pretrain() -> dict:

@@ -20,7 +20,7 @@ from robustlayers.errors import ConfigError
 from robustlayers.studies.base import RUNTIME_OPTIONS, Results, Study
 from robustlayers.studies.claims import count
 from robustlayers.studies.cost import estimate_seconds
-from robustlayers.studies.execute import StudyInterrupted, execute
+from robustlayers.studies.execute import StudyInterrupted, check_executor, execute
 from robustlayers.studies.tasks import check_plan, evaluation_path, run_path_of
 
 STUDY_FILE = "study.json"
@@ -30,11 +30,12 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def plan_study(study: Study, opts, out: Path) -> list:
-    """The study's checked, ordered tasks; every run config validated (errors before any work)."""
+def plan_study(study: Study, opts, out: Path, runs_root: Path | None = None) -> list:
+    """The study's checked, ordered tasks (runs under ``runs_root``, default ``out/runs``);
+    every run config validated (errors before any work)."""
     from robustlayers.train.runner import resolve_config
 
-    tasks = check_plan(study.plan(opts, Path(out) / "runs"))
+    tasks = check_plan(study.plan(opts, Path(runs_root or Path(out) / "runs").resolve()))
     for task in tasks:
         if task.kind == "train":
             try:
@@ -86,22 +87,26 @@ def _check_folder(out: Path, study: Study, preset: str, options: dict) -> None:
 
 def run_study(study: Study, opts, *, preset: str, out: str | Path, executor: str = "local",
               jobs: int = 1, address: str | None = None, dry_run: bool = False,
-              quiet: bool = False, log=print) -> dict:
+              quiet: bool = False, log=print, runs_root: str | Path | None = None) -> dict:
     """Plan and run ``study`` with options ``opts`` into ``out``; return the study record
-    (what study.json holds). ``dry_run`` prints the plan and returns it without running."""
+    (what study.json holds). ``dry_run`` prints the plan and returns it without running.
+    ``runs_root`` (default ``out/runs``) may be shared by several studies: a run one of them
+    trained is found again by the others (the same config is the same run)."""
     from robustlayers.provenance import environment
     from robustlayers.runs import atomic_write_json
 
     out = Path(out)
+    check_executor(executor, jobs, address)
     options = dataclasses.asdict(opts)
     _check_folder(out, study, preset, options)
-    tasks = plan_study(study, opts, out)
+    tasks = plan_study(study, opts, out, runs_root)
     lines, plan = describe_plan(study, tasks, out)
     for line in lines:
         log(line)
     record = {"study": study.name, "paper": study.paper, "summary": study.summary,
               "preset": preset, "options": options, "plan": plan, "status": "planned",
               "executor": {"name": executor, "jobs": jobs, "address": address},
+              "runs_root": str(Path(runs_root or out / "runs").resolve()),
               "created": _now(), "environment": environment()}
     if dry_run:
         return record
