@@ -253,15 +253,11 @@ def test_k_optimum_fixed_fast_and_pretrain_stage_claims():
 # --- one tiny run ---------------------------------------------------------------------------
 
 def test_tiny_study_end_to_end(tmp_path):
-    from robustlayers.studies import get_study
-    from robustlayers.studies.run import run_study
+    from robustlayers.studies import run
 
-    study = get_study("clat")
-    opts = study.build_options("demo", dict(
-        epochs=1, train_size=256, test_size=100, eval_size=100, finetune_epochs=1,
-        stability_repeats=4))
-    record = run_study(study, opts, preset="demo", out=tmp_path, quiet=True,
-                       log=lambda *_: None)
+    record = run("clat", "demo", out=tmp_path, quiet=True, log=lambda *_: None, epochs=1,
+                 train_size=256, test_size=100, eval_size=100, finetune_epochs=1,
+                 stability_repeats=4)
     assert record["status"] == "finished"
     assert sorted(record["outcomes"]) == ["base/s0", "baseline/s0", "clat/s0", "stability/s0"]
     saved = json.loads((tmp_path / "study.json").read_text())
