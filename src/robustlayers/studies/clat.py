@@ -56,6 +56,8 @@ class CLATOptions(CommonOptions):
     """What the ``clat`` study trains: the base PGD-AT run (``epochs``: its E₁ epochs) and,
     from it, E₂ = ``finetune_epochs`` of continued PGD-AT, CLAT and the chosen ablations."""
 
+    epochs: int | None = setting(None, "epochs E1 of the base PGD-AT run (default: the "
+                                 "training preset's; CLAT: 50)")
     finetune_epochs: int = setting(2, "epochs E2 of CLAT, of continued PGD-AT and of every "
                                    "ablation after the base run (CLAT: 50 after 50)")
     k: int | None = setting(None, "layers CLAT trains (default: CLAT's per architecture, "
@@ -102,12 +104,14 @@ class CLATOptions(CommonOptions):
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value}")
         if self.lam is not None and self.lam < 0:
             raise ConfigError(f"lam (λ) must be >= 0, got {self.lam}")
-        if "fixed" in self.ablation_list() and (self.reselect_every or 10) >= \
-                self.finetune_epochs:
+        from robustlayers.train.methods.clat import CLATSettings
+
+        every = self.reselect_every or CLATSettings().reselect_every
+        if "fixed" in self.ablation_list() and every >= self.finetune_epochs:
             raise ConfigError(
                 f"the fixed ablation needs CLAT to reselect within its {self.finetune_epochs} "
-                f"fine-tuning epochs: reselect_every ({self.reselect_every or 10}) must be "
-                f"smaller than finetune_epochs, else fixed and dynamic CLAT are the same run")
+                f"fine-tuning epochs: reselect_every ({every}) must be smaller than "
+                f"finetune_epochs, else fixed and dynamic CLAT are the same run")
 
 
 @dataclasses.dataclass(frozen=True)
