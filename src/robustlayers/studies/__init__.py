@@ -27,7 +27,7 @@ MODULES = {
 
 
 def list_studies() -> list[str]:
-    return [name for name in MODULES if importlib.util.find_spec(MODULES[name]) is not None]
+    return list(MODULES)
 
 
 def get_study(name: str):
