@@ -321,4 +321,4 @@ def test_tiny_study_end_to_end(tmp_path):
     assert spread["robust_loss"] == pytest.approx(final["robust_loss"], rel=1e-5)
     assert spread["n"] == 100 and spread["robust_loss_se"] > 0
     assert len(saved["claims"]) == 6 and (tmp_path / "report.html").is_file()
-    assert any("PGD-20" in note and "100 test images" in note for note in saved["notes"])
+    assert any("PGD-10" in note and "100 test images" in note for note in saved["notes"])
