@@ -128,3 +128,6 @@ def test_local_and_ray_executors_give_the_same_study_result(tmp_path):
                         log=lambda *_: None, **TINY)
     assert {o["status"] for o in again["outcomes"].values()} == {"reused"}
     assert again["tables"] == local["tables"]
+    first, second = again["executions"]
+    assert (first["done"], first["reused"], second["done"], second["reused"]) == (2, 0, 0, 2)
+    assert first["wall_s"] == local["wall_s"]

@@ -70,6 +70,16 @@ def _identity(options: dict) -> dict:
     return {k: v for k, v in options.items() if k not in RUNTIME_OPTIONS}
 
 
+def _executions(out: Path) -> list[dict]:
+    """The executions recorded by earlier runs of the study in ``out`` (wall time, executor,
+    tasks done and reused each), so that a re-run that only reuses keeps the first timing."""
+    try:
+        return list(json.loads((out / STUDY_FILE).read_text(encoding="utf-8"))
+                    .get("executions", []))
+    except (OSError, ValueError):
+        return []
+
+
 def _check_folder(out: Path, study: Study, preset: str, options: dict) -> None:
     path = out / STUDY_FILE
     if not path.is_file():
@@ -112,7 +122,7 @@ def run_study(study: Study, opts, *, preset: str, out: str | Path, executor: str
         return record
     out.mkdir(parents=True, exist_ok=True)
     outcomes: dict = {}
-    record.update(status="running", outcomes=outcomes)
+    record.update(status="running", outcomes=outcomes, executions=_executions(out))
 
     def save(outcome=None):
         if outcome is not None:
@@ -132,6 +142,9 @@ def run_study(study: Study, opts, *, preset: str, out: str | Path, executor: str
               f"--resume {out}", file=sys.stderr)
         raise
     record["wall_s"] = round(time.perf_counter() - began, 1)
+    record["executions"].append({
+        "finished": _now(), "wall_s": record["wall_s"], **record["executor"],
+        **{s: sum(o["status"] == s for o in outcomes.values()) for s in ("done", "reused")}})
     record.update(study.analyse(opts, Results(tasks, outcomes)))
     failed = [k for k, o in outcomes.items() if o["status"] not in ("done", "reused")]
     record["status"] = "finished" if not failed else "partial"
