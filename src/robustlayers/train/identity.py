@@ -24,12 +24,18 @@ RUNTIME_KEYS = ("quiet", "device", "out", "runs_root", "log", "log_uri")
 """Config keys that do not change what a run computes (left out of its identity)."""
 RECORD_KEYS = ("model_kwargs", "init_source")
 """Keys config.json holds beside the config (derived from it)."""
+LATER_KEYS = {"sync_bn": False}
+"""Keys added after runs were first written: left out of the identity at these values, so the
+hash (and directory) of every earlier config stays what it was."""
 
 
 def identity(config: dict) -> dict:
     """The identity-bearing part of a resolved config dict (``TrainConfig.to_dict()`` or a run's
     config.json): runtime keys dropped, ``init_from`` made absolute."""
     data = {k: v for k, v in config.items() if k not in RUNTIME_KEYS + RECORD_KEYS}
+    for key, value in LATER_KEYS.items():
+        if key in data and data[key] == value:
+            del data[key]
     if data.get("init_from"):
         from robustlayers.train.init import parse_init_from
 
