@@ -265,6 +265,7 @@ def run_loop(config: TrainConfig, *, run_path: Path, resuming: bool,
     steps_per_epoch = num_batches(data["train"], config.batch_size)
     if dp is not None:
         ddp.check_last_batch(len(data["train"]), config.batch_size)
+        config.quiet = config.quiet or not dp.main  # one progress display: rank 0's
         if config.sync_bn:
             convert_sync_bn(model)
     context = TrainContext if dp is None else ddp.DataParallelContext
