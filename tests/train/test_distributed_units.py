@@ -104,3 +104,26 @@ def test_converted_batch_norm_is_plain_batch_norm_in_one_process():
     x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(2))
     assert torch.equal(model.train()(x), ref.train()(x))
     assert torch.equal(model.bn.running_var, ref.bn.running_var)
+
+
+def test_trades_noise_and_fast_at_starts_are_rows_of_the_whole_batchs_draw(batch):
+    from robustlayers.train.methods import make_method
+
+    from .conftest import make_ctx
+
+    x, y = batch
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    ctx = ddp.DataParallelContext.__new__(ddp.DataParallelContext)
+    whole = ddp.shard_randn(ctx, x, gen())
+    assert torch.equal(whole, torch.randn(x.shape, generator=gen()))  # one process: as before
+    ctx.shard = ddp.Shard(3, 8, 8)
+    assert torch.equal(ddp.shard_randn(ctx, x[3:], gen()), whole[3:])
+
+    ctx = make_ctx(method="fast-at")
+    method = make_method("fast-at", ctx.config)
+    ctx.seed_epoch(0)
+    full = method.attack(ctx)(ctx.model, x, y)
+    ctx.seed_epoch(0)
+    ctx.shard = ddp.Shard(3, 8, 8)
+    rows = method.attack(ctx)(ctx.model, x[3:], y[3:])
+    assert (rows - full[3:]).abs().max() < 1e-6

@@ -211,6 +211,15 @@ def shard_start(attack, shard: Shard | None):
     return attack
 
 
+def shard_randn(ctx, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise of ``x``'s shape on ``generator``; in a data-parallel step, this
+    rank's rows of the noise drawn for the whole batch (TRADES's start)."""
+    shard = getattr(ctx, "shard", None)
+    shape = x.shape if shard is None else (shard.total, *x.shape[1:])
+    noise = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+    return noise if shard is None else noise[shard.lo:shard.lo + len(x)]
+
+
 class DataParallelContext(TrainContext):
     """The TrainContext of a rank: training attacks get sharded random starts."""
 
