@@ -18,8 +18,9 @@ model that must not trigger DDP's gradient hooks, and the layer names the method
   gradient is the gradient of the global batch's mean loss.
 - **Randomness.** Attack seeds come from the run seed as in one process (every rank draws the
   same seeds), and each attack's random start is this rank's rows of the start one process
-  would draw for the whole batch (:func:`shard_start`). Global RNGs (dropout) are seeded per
-  rank from the run seed (rank 0 with the run seed itself).
+  would draw for the whole batch (:func:`shard_start`; TRADES's Gaussian start
+  :func:`shard_randn`). Global RNGs (dropout) are seeded per rank from the run seed (rank 0
+  with the run seed itself), so models that use them do not equal one process.
 - **BatchNorm.** Per-rank batch statistics (as the papers' multi-GPU code does), running
   statistics from rank 0; with ``sync_bn`` the statistics are those of the global batch
   (:mod:`robustlayers.train.sync_bn`). Only then — or for a model without BN — does an N-process
