@@ -7,6 +7,11 @@ overrides (later wins: preset < file < flags < --set), run it, print the run dir
     robustlayers train --resume runs/exp-s3          # continue from the newest checkpoint
     robustlayers train --init-from runs/at@best --code A1N2 --cut layer2.0.conv1   # EARLY stage 2
     robustlayers train --method rat-wp --layers block:3,4 --gamma 0.01            # RAT_WP
+    torchrun --nproc_per_node 2 -m robustlayers train --batch-size 128 ...  # one run, 2 processes
+
+Under torchrun the processes train one run data-parallel: the global --batch-size is split across
+them (gloo on CPU, nccl on CUDA), rank 0 writes the run directory; --sync-bn uses batch-norm
+statistics of the global batch.
 
 A method's own settings are flags too (--beta, --gamma, --code, ...; each lists the methods that
 have it); giving a setting that only one method has selects that method when --method is not
@@ -88,6 +93,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="no bf16 autocast on CUDA")
     parser.add_argument("--no-final-eval", dest="final_eval", action="store_false", default=None,
                         help="skip the final best/last evaluation on the whole test split")
+    parser.add_argument("--sync-bn", action="store_true", default=None,
+                        help="under torchrun: batch-norm statistics of the global batch "
+                             "(default: per process)")
     parser.add_argument("--train-clean-metrics", action="store_true", default=None,
                         help="measure train clean accuracy (one extra forward per batch)")
     settings = parser.add_argument_group(
@@ -149,7 +157,8 @@ def _method_args(args, configured_method: str | None) -> tuple[dict, str | None]
 
 def _flag_values(args) -> dict:
     values = {dest: getattr(args, dest) for dest in _FLAGS if getattr(args, dest) is not None}
-    for dest in ("nesterov", "augment", "amp", "quiet", "final_eval", "train_clean_metrics"):
+    for dest in ("nesterov", "augment", "amp", "quiet", "final_eval", "train_clean_metrics",
+                 "sync_bn"):
         if getattr(args, dest) is not None:
             values[dest] = getattr(args, dest)
     if "keep_epochs" in values:
@@ -203,7 +212,16 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from robustlayers.train import list_presets, resume_run, train
+    from robustlayers.train import distributed
+
+    try:
+        return _run(args)
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group
+
+
+def _run(args) -> int:
+    from robustlayers.train import distributed, list_presets, resume_run, train
 
     if args.list_presets:
         from robustlayers.train.presets import PRESETS
@@ -230,6 +248,8 @@ def run(args) -> int:
         if args.print_config or args.dry_run:
             return _show_plan(config, dry_run=args.dry_run)
         run_dir = train(config)
+    if not distributed.is_main():
+        return 0  # under torchrun rank 0 reports the run
     result = run_dir.result or {}
     if result.get("status") == "diverged":
         print(f"robustlayers train: error: run {run_dir.path} diverged: {result.get('error')}; "

@@ -36,37 +36,47 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def random_crop(x: torch.Tensor, generator: torch.Generator,
-                padding: int = PADDING) -> torch.Tensor:
+                padding: int = PADDING, *,
+                rows: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Random HxW crops of ``x`` (N, C, H, W) zero-padded by ``padding`` pixels per side.
 
     Offsets are drawn on the CPU ``generator`` (uniform in 0..2*padding per axis and example);
-    the crop is one gather on ``x``'s device.
+    the crop is one gather on ``x``'s device. ``rows=(lo, hi, total)``: ``x`` is rows lo..hi of
+    a batch of ``total`` examples; the draws are those of the whole batch (a data-parallel shard
+    gets exactly its part of what one process would draw).
     """
     n, c, h, w = x.shape
     dev = x.device
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(dev)
+    lo, hi, total = rows or (0, n, n)
+    offsets = torch.randint(0, 2 * padding + 1, (2, total), generator=generator)[:, lo:hi]
+    offsets = offsets.to(dev)
     padded = F.pad(x, (padding, padding, padding, padding))
-    rows = offsets[0][:, None] + torch.arange(h, device=dev)         # (N, H)
+    top = offsets[0][:, None] + torch.arange(h, device=dev)          # (N, H)
     cols = offsets[1][:, None] + torch.arange(w, device=dev)         # (N, W)
     batch = torch.arange(n, device=dev)[:, None, None, None]
     chan = torch.arange(c, device=dev)[None, :, None, None]
-    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+    return padded[batch, chan, top[:, None, :, None], cols[:, None, None, :]]
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """Flip each example of ``x`` left-right with probability ``p`` (draws on ``generator``)."""
-    flip = (torch.rand(x.shape[0], generator=generator) < p).to(x.device)
+def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5, *,
+                rows: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Flip each example of ``x`` left-right with probability ``p`` (draws on ``generator``;
+    ``rows`` as in :func:`random_crop`)."""
+    lo, hi, total = rows or (0, x.shape[0], x.shape[0])
+    flip = (torch.rand(total, generator=generator)[lo:hi] < p).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def augment_batch(x: torch.Tensor, augment: str | None, generator: torch.Generator) -> torch.Tensor:
-    """Apply augmentation ``augment`` ("none", "crop", "crop_flip") to a batch."""
+def augment_batch(x: torch.Tensor, augment: str | None, generator: torch.Generator, *,
+                  rows: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Apply augmentation ``augment`` ("none", "crop", "crop_flip") to a batch (``rows``: ``x``
+    is a shard of a larger batch, see :func:`random_crop`)."""
     if augment in (None, "none"):
         return x
     if augment == "crop":
-        return random_crop(x, generator)
+        return random_crop(x, generator, rows=rows)
     if augment == "crop_flip":
-        return random_flip(random_crop(x, generator), generator)
+        return random_flip(random_crop(x, generator, rows=rows), generator, rows=rows)
     raise ValueError(f"unknown augment {augment!r}; valid choices: none, crop, crop_flip")
 
 
@@ -103,30 +113,50 @@ def num_batches(data: TensorData | int, batch_size: int, drop_last: bool = False
 
 def iter_batches(data: TensorData | tuple[torch.Tensor, torch.Tensor], batch_size: int, *,
                  shuffle: bool = True, augment: str | None = None, seed: int = 0, epoch: int = 0,
-                 device: str | torch.device = "cpu",
-                 drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 device: str | torch.device = "cpu", drop_last: bool = False,
+                 shard: tuple[int, int] | None = None,
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(x, y)`` batches on ``device``; every example appears once per epoch.
 
     ``shuffle`` permutes the examples with the (seed, epoch) generator; ``augment`` is None,
     "none", "crop", "crop_flip" or "default" (the dataset's own). ``drop_last`` drops a final
-    short batch. Arguments are checked when called, before the first batch.
+    short batch. ``shard=(rank, world_size)`` (data-parallel training) yields only this rank's
+    rows of every batch (:func:`shard_bounds`), augmented exactly as those rows of the whole
+    batch would be. Arguments are checked when called, before the first batch.
     """
     batch_size = _check_batch_size(batch_size)
     mode = _resolve_augment(data, augment)
     x, y = (data.x, data.y) if isinstance(data, TensorData) else data
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    if shard is not None:
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise ValueError(f"shard (rank, world_size) needs 0 <= rank < world_size, got {shard}")
     generator = epoch_generator(seed, epoch)
     device = torch.device(device)
-    return _batches(x, y, batch_size, shuffle, mode, generator, device, drop_last)
+    return _batches(x, y, batch_size, shuffle, mode, generator, device, drop_last, shard)
 
 
-def _batches(x, y, batch_size, shuffle, mode, generator, device, drop_last):
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows ``lo..hi`` of a batch of ``n`` examples that rank ``rank`` of ``world_size`` takes:
+    contiguous, sizes as equal as possible (the first ``n % world_size`` ranks one more)."""
+    base, extra = divmod(int(n), int(world_size))
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def _batches(x, y, batch_size, shuffle, mode, generator, device, drop_last, shard=None):
     n = len(y)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        idx = order[start:start + batch_size].to(x.device)
+        idx = order[start:start + batch_size]
+        rows = None
+        if shard is not None:
+            lo, hi = shard_bounds(len(idx), *shard)
+            rows, idx = (lo, hi, len(idx)), idx[lo:hi]
+        idx = idx.to(x.device)
         xb = x[idx].to(device, non_blocking=True)
         yb = y[idx].to(device, non_blocking=True)
-        yield augment_batch(xb, mode, generator), yb
+        yield augment_batch(xb, mode, generator, rows=rows), yb

@@ -115,6 +115,8 @@ class TrainConfig:
     device: str = "auto"               # auto: cuda when available
     amp: bool = True                   # bf16 autocast, CUDA only (CPU always fp32)
     channels_last: bool = True         # CUDA only
+    sync_bn: bool = False              # torchrun (several processes): batch-norm statistics of the
+    #                                    global batch instead of per process (train.sync_bn)
     # --- run directory -----------------------------------------------------------------------
     checkpoint_every: int = 1          # epochs between epoch-NNNN checkpoints (last always kept)
     keep_checkpoints: int = 2          # epoch checkpoints kept (best is kept separately)

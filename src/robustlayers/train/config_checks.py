@@ -29,7 +29,7 @@ NON_NEGATIVE_INTS = ("steps", "eval_steps", "val_size", "seed")
 OPTIONAL_POSITIVE_INTS = ("train_size", "test_size", "eval_size", "final_steps")
 NON_NEGATIVE_FLOATS = ("lr", "momentum", "weight_decay", "gamma")
 BOOLS = ("nesterov", "augment", "train_clean_metrics", "final_eval", "amp", "channels_last",
-         "quiet")
+         "quiet", "sync_bn")
 OPTIONAL_STRINGS = ("data_dir", "init_from", "reinit", "freeze", "out", "normalize", "log_uri")
 BUDGETS = ("eps", "alpha", "eval_alpha", "final_alpha")
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from robustlayers.attacks import PGD, attack_mode
 from robustlayers.data import iter_batches
+from robustlayers.train import distributed as ddp
 from robustlayers.train.context import derive_seed
 
 COLLAPSE_FACTOR = 1.5
@@ -51,11 +52,17 @@ def evaluate_split(ctx, data, *, robust_data=None, prefix: str, steps: int | Non
                          random_start=True, seed=0)
         loss_sum, correct = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
         bar = tqdm(total=len(part), desc=f"{prefix} {kind}", unit="img", leave=False,
-                   disable=config.quiet, file=sys.stderr)
-        for i, (x, y) in enumerate(iter_batches(part, config.eval_batch_size, shuffle=False,
-                                                device=ctx.device)):
+                   disable=config.quiet or not ddp.is_main(), file=sys.stderr)
+        batches = iter_batches(part, config.eval_batch_size, shuffle=False, device=ctx.device,
+                               shard=ddp.batch_shard())  # data-parallel: this rank's rows
+        if ddp.current() is not None:
+            batches = ddp.track_shards(ctx, batches, len(part), config.eval_batch_size)
+        for i, (x, y) in enumerate(batches):
+            if len(y) == 0:  # a short last batch with fewer examples than processes
+                continue
             x = device_layout(ctx, x)
             if attack is not None:
+                ddp.shard_start(attack, getattr(ctx, "shard", None))
                 with ctx.autocast():
                     x = attack(model, x, y, seed=derive_seed(config.seed, "eval", prefix, i))
             with attack_mode(model), torch.no_grad(), ctx.autocast():
@@ -64,6 +71,9 @@ def evaluate_split(ctx, data, *, robust_data=None, prefix: str, steps: int | Non
             correct += (logits.argmax(1) == y).sum()
             bar.update(len(y))
         bar.close()
+        if ddp.current() is not None:
+            sums = ddp.reduce_sums({"loss": loss_sum, "correct": correct}, ctx.device)
+            loss_sum, correct = sums["loss"], sums["correct"]
         out[f"{prefix}_{kind}_acc"] = correct.item() / len(part)
         out[f"{prefix}_{kind}_loss"] = loss_sum.item() / len(part)
     return out
@@ -97,6 +107,7 @@ def final_evaluation(ctx, run, test, best_epoch: int | None) -> dict:
         best = dict(last, epoch=best_epoch)
     else:
         model = copy.deepcopy(ctx.model)
+        ddp.barrier()  # data-parallel: rank 0 has written checkpoint best
         run.load_weights("best", model)
         best = {"epoch": best_epoch, **measure(model, "final best")}
     gap = {}

@@ -22,6 +22,7 @@ of an uninterrupted run on the same machine (CPU; on CUDA only up to kernel non-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
@@ -42,6 +43,7 @@ from robustlayers.errors import RunInterrupted
 from robustlayers.runs import RunDir, RunIndex, epoch_tag
 from robustlayers.runs.liveness import heartbeat
 from robustlayers.tracking import make_trackers
+from robustlayers.train import distributed as ddp
 from robustlayers.train.config import TrainConfig
 from robustlayers.train.context import TrainContext, derive_seed
 from robustlayers.train.evaluation import (device_layout, evaluate_split, final_evaluation,
@@ -49,6 +51,7 @@ from robustlayers.train.evaluation import (device_layout, evaluate_split, final_
 from robustlayers.train.init import load_init
 from robustlayers.train.signals import Terminated, terminate_as_interrupt
 from robustlayers.train.state import checkpoint_state, reconcile_best, restore_state
+from robustlayers.train.sync_bn import convert_sync_bn
 from robustlayers.train.methods import make_method
 
 TIME_FIELDS = ("seconds", "train_seconds", "eval_seconds", "images_per_s")
@@ -169,7 +172,10 @@ def train_step(ctx: TrainContext, method, x: torch.Tensor, y: torch.Tensor):
     ctx.optimizer.zero_grad(set_to_none=True)
     with ctx.autocast():
         out = method.loss(ctx, x, y)
-    out.loss.backward()
+    shard = getattr(ctx, "shard", None)  # data-parallel: this rank's rows of the global batch
+    (out.loss if shard is None else out.loss * shard.weight).backward()
+    if shard is not None:
+        ddp.sync_gradients(model)
     method.before_optimizer_step(ctx)
     logits_clean = out.logits_clean
     if logits_clean is None and config.train_clean_metrics and not ctx.attack_train_mode:
@@ -184,6 +190,8 @@ def train_step(ctx: TrainContext, method, x: torch.Tensor, y: torch.Tensor):
         with torch.no_grad(), ctx.autocast():
             logits = model(x)
         logits_clean = logits if logits_clean is None else logits_clean
+    if shard is not None:  # DistributedDataParallel's broadcast_buffers: rank 0's BN statistics
+        ddp.broadcast_module(model, buffers_only=True)
     return out, logits_clean
 
 
@@ -202,9 +210,12 @@ def epoch_batches(ctx: TrainContext, data, epoch: int):
     """The shuffled (and, with ``config.augment``, augmented) training batches of ``epoch``: a
     deterministic function of (seed, epoch)."""
     config = ctx.config
-    return iter_batches(data, config.batch_size, shuffle=True,
-                        augment="default" if config.augment else None, seed=config.seed,
-                        epoch=epoch, device=ctx.device)
+    batches = iter_batches(data, config.batch_size, shuffle=True,
+                           augment="default" if config.augment else None, seed=config.seed,
+                           epoch=epoch, device=ctx.device, shard=ddp.batch_shard())
+    if ddp.current() is None:
+        return batches
+    return ddp.track_shards(ctx, batches, len(data), config.batch_size)
 
 
 def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
@@ -227,6 +238,9 @@ def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
                 counts[kind] += n
         bar.update(n)
     bar.close()
+    if ddp.current() is not None:  # the global batch's sums
+        sums = ddp.reduce_sums(sums, device)
+        counts = {k: int(v) for k, v in ddp.reduce_sums(counts, device).items()}
     row = {"lr": lrs[0], **({"lrs": lrs} if len(lrs) > 1 else {}),
            "train_loss": sums.pop("loss").item() / len(data)}
     for kind in ("clean", "adv"):
@@ -241,14 +255,21 @@ def train_epoch(ctx: TrainContext, method, data, epoch: int) -> dict:
 def run_loop(config: TrainConfig, *, run_path: Path, resuming: bool,
          saved_config: dict | None = None, user: dict | None = None) -> RunDir:
     user = user or {}
-    device = resolve_device(config.device)
+    dp = ddp.current()  # None in one process (torchrun: see robustlayers.train.distributed)
+    device = ddp.rank_device(dp, resolve_device(config.device))
     splits = user.get("splits")
     info = splits["train"].info if splits else get_dataset_info(config.dataset)
-    seed_globals(config.seed)
+    seed_globals(ddp.rank_seed(config.seed))
     data = load_splits(config, device, splits)
     model, model_kwargs = build_model(config, info, device, user.get("model"))
     steps_per_epoch = num_batches(data["train"], config.batch_size)
-    ctx = TrainContext(model, config, device=device, info=info, steps_per_epoch=steps_per_epoch)
+    if dp is not None:
+        ddp.check_last_batch(len(data["train"]), config.batch_size)
+        config.quiet = config.quiet or not dp.main  # one progress display: rank 0's
+        if config.sync_bn:
+            convert_sync_bn(model)
+    context = TrainContext if dp is None else ddp.DataParallelContext
+    ctx = context(model, config, device=device, info=info, steps_per_epoch=steps_per_epoch)
     ctx.train_data = data["train"]
     method = make_method(config.method, config)
 
@@ -265,10 +286,16 @@ def run_loop(config: TrainConfig, *, run_path: Path, resuming: bool,
         ctx.rebuild_optimizer()
     record = saved_config or {**config.to_dict(), "model_kwargs": model_kwargs,
                               **({"init_source": ctx.init_source} if ctx.init_source else {})}
-    run = RunDir.create(run_path, record, selections=ctx.selections, exist_ok=resuming)
+    run = ddp.on_main(lambda: RunDir.create(run_path, record, selections=ctx.selections,
+                                            exist_ok=resuming))
+    if dp is not None:  # identical start weights (as DistributedDataParallel); rank 0 writes
+        ddp.broadcast_module(model)
+        run = run or ddp.FollowerRun(RunDir.open(run_path))
     # from here on every failure leaves result.json failed / interrupted (never running)
-    trackers = make_trackers(config.log, run_dir=run.path, uri=config.log_uri)
-    with trackers, heartbeat(run.path), terminate_as_interrupt():
+    main = ddp.is_main()
+    trackers = make_trackers(config.log if main else [], run_dir=run.path, uri=config.log_uri)
+    beat = heartbeat(run.path) if main else contextlib.nullcontext()
+    with trackers, beat, terminate_as_interrupt():
         try:
             trackers.start(run.config)
             ctx.on_selection = lambda label, resolved: run.record_selections({label: resolved})
@@ -280,19 +307,22 @@ def run_loop(config: TrainConfig, *, run_path: Path, resuming: bool,
             start_epoch, best = 0, {"value": None, "epoch": None, "metrics": None}
             diverged = None
             if resuming:
-                tag, state = run.latest_checkpoint(), None
-                for note in run.warnings:
+                tag, state = ddp.broadcast_object(run.latest_checkpoint()), None
+                for note in run.warnings if main else ():
                     print(f"robustlayers train: {note}", file=sys.stderr)
                 if tag is not None:
                     state = run.load_checkpoint(tag, model)
                     start_epoch, best = restore_state(ctx, method, state)
-                    print(f"resuming {run.path} from checkpoint {tag}", file=sys.stderr)
-                else:
+                    if main:
+                        print(f"resuming {run.path} from checkpoint {tag}", file=sys.stderr)
+                elif main:
                     print(f"no complete checkpoint in {run.path}; starting from epoch 0",
                           file=sys.stderr)
                 run.truncate_metrics(start_epoch)
-                reconcile_best(run, model, state, start_epoch, best)
-            index_run(run, config)
+                if main:
+                    reconcile_best(run, model, state, start_epoch, best)
+            if main:
+                index_run(run, config)
 
             started = time.perf_counter()
             for epoch in range(start_epoch, config.epochs):
@@ -339,6 +369,8 @@ def run_loop(config: TrainConfig, *, run_path: Path, resuming: bool,
                      if config.final_eval and not diverged else None)
             result = _result(run, config, ctx, method, best, key,
                              time.perf_counter() - started, device, final)
+            if dp is not None:
+                result["distributed"] = {**dp.describe(), "sync_bn": config.sync_bn}
             if diverged:
                 result.update(status="diverged", diverged_epoch=diverged,
                               last_finite_checkpoint=run.latest_checkpoint(),
@@ -350,16 +382,22 @@ def run_loop(config: TrainConfig, *, run_path: Path, resuming: bool,
             code = 143 if isinstance(err, Terminated) else 130
             what = "SIGTERM" if code == 143 else "Ctrl-C"
             run.write_result({"error": f"interrupted by {what}"}, status="interrupted")
-            _index_quietly(run, config)
+            if main:
+                _index_quietly(run, config)
             raise RunInterrupted(f"run {run.path} interrupted by {what}; continue it with: "
                                  f"robustlayers train --resume {run.path}",
                                  exit_code=code) from None
         except BaseException as err:
             run.mark_failed(err)
-            _index_quietly(run, config)
+            if main:
+                _index_quietly(run, config)
             raise
 
-    index_run(run, config)
+    if main:
+        index_run(run, config)
+    if dp is not None:  # the other ranks return the run once rank 0 has written it
+        ddp.barrier()
+        return run if main else RunDir.open(run_path)
     return run
 
 

@@ -8,16 +8,19 @@ work to the loop (:func:`robustlayers.train.loop.run_loop`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from robustlayers.data import get_dataset_info
+from robustlayers.devices import resolve_device
 from robustlayers.errors import ConfigError, describe_value
 from robustlayers.runs import RunDir
 from robustlayers.runs.paths import check_output_path
 from robustlayers.train import custom
+from robustlayers.train import distributed as ddp
 from robustlayers.train.config import TrainConfig, config_from_dict
 from robustlayers.train.context import resolve_threat
 from robustlayers.train.identity import check_same_run, run_lock, run_path
@@ -50,6 +53,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
                           f"train({{'method': 'pgd-at', 'epochs': 5}})")
     config, user = _with_user_objects(dataclasses.replace(config), model, train_data, test_data)
     config = resolve_config(config, user["splits"]["train"].info if "splits" in user else None)
+    _join_torchrun(config)
     if config.init_from and not parse_init_from(config.init_from)[0].exists():
         raise FileNotFoundError(f"init_from {config.init_from!r}: "
                                 f"{parse_init_from(config.init_from)[0]} is neither a run "
@@ -58,15 +62,15 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     config.out = str(path)
     if not os.path.lexists(path):
         check_output_path(path, kind="dir")
-    with run_lock(path):
-        if (path / "config.json").is_file():
-            existing = RunDir.open(path)
-            saved = _saved_config(existing).to_dict()
-            check_same_run(path, saved, config.to_dict())
-            if existing.status in ("finished", "diverged"):
-                print(f"robustlayers train: {path} already holds this config's "
-                      f"{existing.status} run; returning it", file=sys.stderr)
-                return existing
+    with _main_lock(path):
+        found = ddp.on_main(lambda: _existing_run(path, config))
+        found = ddp.broadcast_object(found)
+        if found in ("finished", "diverged"):
+            if ddp.is_main():
+                print(f"robustlayers train: {path} already holds this config's {found} run; "
+                      f"returning it", file=sys.stderr)
+            return RunDir.open(path)
+        if found is not None:
             return _resume(path, quiet=config.quiet, device=config.device, user=user)
         return run_loop(config, run_path=path, resuming=False, user=user)
 
@@ -87,6 +91,27 @@ def planned_run_path(config: TrainConfig | dict) -> Path:
     known before anything runs: a study plans stage-2 runs on their stage-1 run's path."""
     config = resolve_config(config)
     return Path(config.out) if config.out else run_path(config)
+
+
+def _existing_run(path: Path, config: TrainConfig) -> str | None:
+    """The status of this config's run at ``path`` (RunError for another config's), or None."""
+    if not (path / "config.json").is_file():
+        return None
+    existing = RunDir.open(path)
+    check_same_run(path, _saved_config(existing).to_dict(), config.to_dict())
+    return existing.status
+
+
+def _join_torchrun(config: TrainConfig) -> None:
+    """Under torchrun: join the process group (gloo on CPU, nccl on CUDA) and check that the
+    global batch splits across the processes (:mod:`robustlayers.train.distributed`)."""
+    if ddp.setup(resolve_device(config.device)) is not None:
+        ddp.check_batch_size(config.batch_size)
+
+
+def _main_lock(path: Path):
+    """The run's lock, held by rank 0 only under torchrun (the other ranks follow it)."""
+    return run_lock(path) if ddp.is_main() else contextlib.nullcontext()
 
 
 def _with_user_objects(config: TrainConfig, model, train_data, test_data):
@@ -125,15 +150,18 @@ def resume_run(run_dir: str | Path, *, quiet: bool | None = None,
     saved = RunDir.open(run_dir).config  # a clear error for a folder that is not a run
     config, user = _with_user_objects(_saved_config(RunDir.open(run_dir)), model, train_data,
                                       test_data)
+    if device is not None:
+        config.device = device
+    _join_torchrun(config)
     for key, given, what in (("model", "model" in user, "model="),
                              ("dataset", "splits" in user, "train_data= (and test_data=)")):
         if custom.is_custom(saved.get(key)) and (not given or getattr(config, key) != saved[key]):
             got = getattr(config, key) if given else "nothing"
             raise ConfigError(f"{run_dir} was trained with {saved[key]!r}; pass the same {what} "
                               f"to resume_run (got {got})")
-    with run_lock(Path(run_dir)):
+    with _main_lock(Path(run_dir)):
         if epochs is not None:
-            RunDir.open(run_dir).extend(epochs)
+            ddp.on_main(lambda: RunDir.open(run_dir).extend(epochs))
         return _resume(Path(run_dir), quiet=quiet, device=device, user=user)
 
 

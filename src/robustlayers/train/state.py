@@ -14,15 +14,22 @@ import sys
 
 from robustlayers.runs import (CheckpointCorrupt, RunDir, capture_rng_state, epoch_tag,
                                restore_rng_state)
+from robustlayers.train import distributed as ddp
 from robustlayers.train.context import TrainContext
 
 
 def checkpoint_state(ctx: TrainContext, method, epoch: int, best: dict) -> dict:
-    return {"epoch": epoch, "step": ctx.step, "optimizer": ctx.optimizer.state_dict(),
-            "scheduler": ctx.scheduler.state_dict(), "method": method.state_dict(),
-            "frozen": ctx.frozen_names(), "group_spec": ctx.group_spec,
-            "selections": ctx.selections, "events": ctx.events, "best": best,
-            "rng": capture_rng_state()}
+    """The checkpoint's state. Data-parallel: called on every rank (a collective), it also
+    holds every rank's RNG states (``rank_rng``, by rank) so each rank resumes its own."""
+    rng = capture_rng_state()
+    state = {"epoch": epoch, "step": ctx.step, "optimizer": ctx.optimizer.state_dict(),
+             "scheduler": ctx.scheduler.state_dict(), "method": method.state_dict(),
+             "frozen": ctx.frozen_names(), "group_spec": ctx.group_spec,
+             "selections": ctx.selections, "events": ctx.events, "best": best, "rng": rng}
+    ranks = ddp.gather_objects(rng)
+    if ranks is not None:
+        state["rank_rng"] = ranks
+    return state
 
 
 def restore_state(ctx: TrainContext, method, state: dict) -> tuple[int, dict]:
@@ -34,7 +41,12 @@ def restore_state(ctx: TrainContext, method, state: dict) -> tuple[int, dict]:
     ctx.optimizer.load_state_dict(state["optimizer"])
     ctx.scheduler.load_state_dict(state["scheduler"])
     method.load_state_dict(state["method"])
-    restore_rng_state(state["rng"])
+    dp = ddp.current()
+    if dp is None or dp.main:
+        restore_rng_state(state["rng"])
+    elif len(state.get("rank_rng") or ()) == dp.world_size:
+        restore_rng_state(state["rank_rng"][dp.rank])
+    # else: resumed on another number of processes; ranks > 0 keep their seeded RNGs
     return state["epoch"], state["best"]
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
+from robustlayers.train.distributed import reduce_batch_gradients
 from robustlayers.train.settings import setting
 
 from .base import Method, StepOutput, make_method, register_method
@@ -109,6 +110,7 @@ class AWP(Method):
             loss = self.base.objective(ctx, proxy, x, x_adv, y).loss
             grads = torch.autograd.grad(loss, [params[n] for n in self.targets],
                                         allow_unused=True)
+        grads = reduce_batch_gradients(ctx, grads)  # data-parallel: the global batch's
         gamma, lr = self.settings.gamma, self.settings.proxy_lr
         out = {}
         for (name, weight), grad in zip(self.targets.items(), grads):

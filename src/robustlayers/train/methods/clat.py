@@ -34,6 +34,7 @@ from robustlayers.criticality_core import (
     C1_CHOICES, DEPTH_SELECTION, candidate_names, compute_criticality,
 )
 from robustlayers.train.settings import ConfigError, setting
+from robustlayers.train.distributed import broadcast_object
 
 from .base import Method, StepOutput, register_method
 
@@ -105,7 +106,8 @@ class CLAT(Method):
     def on_epoch_start(self, ctx, epoch: int) -> None:
         if not self.due(epoch):
             return
-        chosen, record = self.choose(ctx, epoch)
+        # data-parallel: every rank computes it (same seeds drawn), rank 0's choice is used
+        chosen, record = broadcast_object(self.choose(ctx, epoch))
         self.selected = list(ctx.set_trainable(chosen, label=f"critical@{epoch}").names)
         total = sum(p.numel() for p in ctx.model.parameters())
         trainable = sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)

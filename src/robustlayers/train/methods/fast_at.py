@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from robustlayers.attacks import FGSM
 
+from robustlayers.train.distributed import shard_start
 from robustlayers.train.settings import setting
 
 from .base import Method, StepOutput, register_method
@@ -28,9 +29,10 @@ class FastAT(Method):
                                            "(Wong et al.: 1.25)")
 
     def attack(self, ctx) -> FGSM:
-        return FGSM(ctx.threat, random_start=True,
-                    alpha=self.settings.alpha_scale * ctx.threat.eps, seed=ctx.next_seed(),
-                    train_mode=ctx.attack_train_mode)
+        attack = FGSM(ctx.threat, random_start=True,
+                      alpha=self.settings.alpha_scale * ctx.threat.eps, seed=ctx.next_seed(),
+                      train_mode=ctx.attack_train_mode)
+        return shard_start(attack, getattr(ctx, "shard", None))  # data-parallel: rows of it
 
     def loss(self, ctx, x, y) -> StepOutput:
         x_adv = self.attack(ctx)(ctx.model, x, y)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from robustlayers.attacks import attack_mode
-
+from robustlayers.train.distributed import shard_randn
 from robustlayers.train.settings import setting
 
 from .base import StepOutput, register_method
@@ -43,7 +43,7 @@ def trades_examples(ctx, x: torch.Tensor, steps: int | None = None,
     with attack_mode(model, ctx.attack_train_mode), torch.enable_grad():
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1).detach()
-        noise = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
+        noise = shard_randn(ctx, x, ctx.generator)  # data-parallel: rows of the batch's draw
         x_adv = x + 0.001 * noise
         for _ in range(steps):
             x_adv = x_adv.detach().requires_grad_(True)
