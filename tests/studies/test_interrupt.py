@@ -43,3 +43,27 @@ def test_ctrl_c_then_resume(tmp_path):
     final = json.loads((out / "study.json").read_text())
     assert final["status"] == "finished" and len(final["outcomes"]) == 3
     assert all(final["outcomes"][k]["status"] == "reused" for k in done)
+
+
+def test_an_interrupted_run_stops_the_study_instead_of_failing(tmp_path, monkeypatch):
+    """A run that ends interrupted (RunInterrupted) stops the study like Ctrl-C: no retry, no
+    other task started afterwards."""
+    import pytest
+
+    from robustlayers import studies
+    from robustlayers.errors import RunInterrupted
+    from robustlayers.studies.execute import StudyInterrupted
+
+    calls = []
+
+    def interrupted(config):
+        calls.append(config["method"])
+        raise RunInterrupted("run x interrupted by SIGTERM")
+
+    monkeypatch.setattr("robustlayers.train.train", interrupted)
+    with pytest.raises(StudyInterrupted):
+        studies.run("layer-subsets", "demo", out=tmp_path / "s", quiet=True,
+                    log=lambda *_: None, subsets="3")
+    assert calls == ["pgd-at"]
+    saved = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert saved["status"] == "interrupted" and saved["outcomes"] == {}

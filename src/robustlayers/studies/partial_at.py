@@ -214,11 +214,11 @@ def loss_spread(run: str, which: str = "last") -> dict:
     from robustlayers.runs import RunDir, load_run_model
     from robustlayers.train.context import derive_seed, resolve_threat
     from robustlayers.train.loop import load_splits
-    from robustlayers.train.runner import _saved_config
+    from robustlayers.train.runner import saved_config
 
     device = resolve_device("auto")
     model = load_run_model(run, which)[0].to(device)
-    config = _saved_config(RunDir.open(run))
+    config = saved_config(RunDir.open(run))
     threat, _, eval_alpha = resolve_threat(config, get_dataset_info(config.dataset))
     steps = config.final_steps if config.final_steps is not None else config.eval_steps
     alpha = config.final_alpha if config.final_alpha is not None else eval_alpha

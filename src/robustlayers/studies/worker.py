@@ -13,6 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
+from robustlayers.errors import RunInterrupted
 from robustlayers.studies.tasks import Task, evaluation_path, run_path_of
 
 FINISHED = ("finished", "diverged")
@@ -70,6 +71,8 @@ def run_task(task: dict, study_dir: str, threads: int | None = None) -> dict:
         return _outcome(task_, "done", path, started)
     except KeyboardInterrupt:
         raise
+    except RunInterrupted:  # the run stopped on Ctrl-C / SIGTERM: the study stops too
+        raise KeyboardInterrupt() from None
     except Exception as err:  # noqa: BLE001 - a failing task is reported, not raised
         text = f"{type(err).__name__}: {err}"
         return _outcome(task_, "failed", None, started, text,

@@ -98,7 +98,7 @@ def _existing_run(path: Path, config: TrainConfig) -> str | None:
     if not (path / "config.json").is_file():
         return None
     existing = RunDir.open(path)
-    check_same_run(path, _saved_config(existing).to_dict(), config.to_dict())
+    check_same_run(path, saved_config(existing).to_dict(), config.to_dict())
     return existing.status
 
 
@@ -133,7 +133,7 @@ def _with_user_objects(config: TrainConfig, model, train_data, test_data):
     return config, user
 
 
-def _saved_config(run: RunDir) -> TrainConfig:
+def saved_config(run: RunDir) -> TrainConfig:
     """The TrainConfig of a run directory's config.json (older flat method keys translated)."""
     saved = run.config
     return config_from_dict({k: v for k, v in saved.items() if k not in RUN_ONLY_KEYS},
@@ -148,7 +148,7 @@ def resume_run(run_dir: str | Path, *, quiet: bool | None = None,
     finished or not, is extended to that many epochs (recorded as an extension). A run of a
     user's own module or data needs the same ``model`` / ``train_data`` / ``test_data``."""
     saved = RunDir.open(run_dir).config  # a clear error for a folder that is not a run
-    config, user = _with_user_objects(_saved_config(RunDir.open(run_dir)), model, train_data,
+    config, user = _with_user_objects(saved_config(RunDir.open(run_dir)), model, train_data,
                                       test_data)
     if device is not None:
         config.device = device
@@ -169,7 +169,7 @@ def resume_run(run_dir: str | Path, *, quiet: bool | None = None,
 def _resume(run_dir: Path, *, quiet: bool | None, device: str | None,
             user: dict | None = None) -> RunDir:
     run = RunDir.open(run_dir)
-    config = _saved_config(run)
+    config = saved_config(run)
     if quiet is not None:
         config.quiet = bool(quiet)
     if device is not None:
