@@ -21,7 +21,7 @@ from pathlib import Path
 
 from robustlayers.errors import ConfigError
 from robustlayers.studies.base import CommonOptions, Results, Study, base_config, finite
-from robustlayers.studies.claims import accuracy_noise, compare, difference_noise, missing
+from robustlayers.studies.claims import compare, difference_noise, missing
 from robustlayers.studies.tasks import train_task
 from robustlayers.train.settings import setting
 
