@@ -9,7 +9,6 @@ from robustlayers.errors import ConfigError
 from robustlayers.studies import get_study, layer_subsets
 from robustlayers.studies.base import Results
 from robustlayers.studies.runner import plan_study
-from robustlayers.studies.tasks import Task
 
 STUDY = get_study("layer-subsets")
 
