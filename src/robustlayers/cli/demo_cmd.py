@@ -54,8 +54,8 @@ def add_parser(subparsers):
                         help=f"training epochs of every run (default: preset {BASE_PRESET}'s)")
     parser.add_argument("--train-size", type=int, default=None,
                         help=f"training images used (default: preset {BASE_PRESET}'s)")
-    parser.add_argument("--eval-size", type=int, default=1000, help="test images attacked")
-    parser.add_argument("--diagnose-size", type=int, default=300,
+    parser.add_argument("--eval-size", type=int, default=500, help="test images attacked")
+    parser.add_argument("--diagnose-size", type=int, default=150,
                         help="test images the diagnosis uses")
     parser.add_argument("--seed", type=int, default=0, help="training, subset and attack seed")
     parser.add_argument("--studies", default="all",
