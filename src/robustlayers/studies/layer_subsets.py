@@ -245,7 +245,7 @@ STUDY = Study(
             "latter stages.",
     options=Options,
     presets={
-        "demo": {"train_preset": "fmnist-study", "subsets": "3;1"},
+        "demo": {"train_preset": "fmnist-study", "subsets": "3"},
         "quick": {"train_preset": "fmnist-study", "epochs": 10, "train_size": 2000,
                   "subsets": "all"},
         "paper": {"train_preset": "rat-cifar10", "subsets": "all"},
