@@ -9,6 +9,7 @@ import sys
 import time
 
 from robustlayers.cli.main import main
+from tests.train.test_run_identity import default_sigint
 
 TINY = ["--epochs", "2", "--train-size", "128", "--test-size", "50", "--eval-size", "50",
         "--subsets", "3;1"]
@@ -26,7 +27,8 @@ def test_ctrl_c_then_resume(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "robustlayers", "study", "layer-subsets",
                              "--preset", "demo", "--out", str(out), "--quiet", *TINY],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)
     deadline = time.time() + 600
     while not _outcomes(out / "study.json") and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()

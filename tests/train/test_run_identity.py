@@ -94,6 +94,12 @@ def _runs_list(root: Path, capsys) -> str:
     return capsys.readouterr().out
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C handled by default even when the test runs in a background job (a
+    shell starts those with SIGINT ignored, and Python keeps an ignored SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
                          ids=["SIGTERM", "Ctrl-C"])
 def test_sigterm_or_ctrl_c_marks_the_run_interrupted_and_resume_completes(
@@ -101,7 +107,8 @@ def test_sigterm_or_ctrl_c_marks_the_run_interrupted_and_resume_completes(
     out = tmp_path / "termed"
     script = Path(__file__).with_name("killable.py")
     proc = subprocess.Popen([sys.executable, str(script), *_cli(tiny_config(mini_data, out), out)],
-                            env=PYTHON_ENV, stderr=subprocess.PIPE, text=True)
+                            env=PYTHON_ENV, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "checkpoints" / "epoch-0001").exists():
         time.sleep(0.05)
