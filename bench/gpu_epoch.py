@@ -18,7 +18,8 @@ The data are CIFAR-10 (``--data-dir``) when present, else random tensors of its 
 does not depend on the pixels). ``--smoke`` runs every part with tiny sizes (CPU in seconds) to
 check the script; its figures mean nothing.
 
-    python bench/gpu_epoch.py [--device cuda] [--reps 3] [--images 50000] [--out FILE]
+    python bench/gpu_epoch.py [--device cuda] [--reps 3] [--images 50000] [--compile MODE]
+        [--out FILE]
     python bench/gpu_epoch.py --smoke            # any machine: checks the script
 """
 from __future__ import annotations
@@ -67,14 +68,16 @@ def textbook_epoch(model, optimizer, batches, steps=10):
 
 
 # --- robustlayers ----------------------------------------------------------------------------
-def robustlayers_epoch(model, device, batch_size, steps=10):
-    """``run(batches)``: one PGD-AT epoch with robustlayers' engine at its defaults."""
+def robustlayers_epoch(model, device, batch_size, steps=10, compile_mode="off"):
+    """``run(batches)``: one PGD-AT epoch with robustlayers' engine at its defaults (and with
+    ``compile=compile_mode``: the PGD step as one compiled graph)."""
     from robustlayers.data import get_dataset_info
     from robustlayers.train import TrainConfig, TrainContext, make_method, train_steps
 
     config = TrainConfig(model="preact_resnet18", dataset="cifar10", method="pgd-at", eps=EPS,
                          alpha=ALPHA, steps=steps, epochs=1, batch_size=batch_size, lr=0.1,
-                         schedule="constant", device=device.type, quiet=True).validate()
+                         schedule="constant", device=device.type, quiet=True,
+                         compile=compile_mode).validate()
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ctx = TrainContext(model, config, device=device, info=get_dataset_info("cifar10"),
@@ -134,7 +137,11 @@ def bench_epoch(args, device) -> dict:
     opt = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     variants = {"robustlayers": lambda: ours(batches),
                 "textbook": lambda: textbook_epoch(ref_model, opt, batches, args.steps)}
-    for fn in variants.values():  # warm-up (cuDNN autotuning, allocator)
+    if args.compile != "off":
+        compiled = robustlayers_epoch(copy.deepcopy(init), device, args.batch, args.steps,
+                                      args.compile)
+        variants[f"compile={args.compile}"] = lambda: compiled(batches)
+    for fn in variants.values():  # warm-up (cuDNN autotuning, allocator, compilation)
         fn()
     times = {name: [] for name in variants}
     for r in range(args.reps):
@@ -144,7 +151,8 @@ def bench_epoch(args, device) -> dict:
     return {"data": source, "images": n, "batch": args.batch, "steps": args.steps,
             "seconds": times,
             "images_per_s": {k: n / statistics.median(v) for k, v in times.items()},
-            "speedup_vs_textbook": ratio_stats(times["textbook"], times["robustlayers"])}
+            "speedup_vs_textbook": {k: ratio_stats(times["textbook"], v)
+                                    for k, v in times.items() if k != "textbook"}}
 
 
 def bench_eval(args, device) -> dict:
@@ -223,6 +231,9 @@ def parse(argv=None):
     p.add_argument("--max-batch", type=int, default=1 << 16)
     p.add_argument("--models", default="resnet18,wrn34_10", help="for the largest batch")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--compile", default="off", choices=("off", "default", "reduce-overhead",
+                                                         "max-autotune"),
+                   help="also time the engine with the PGD step compiled in this mode")
     p.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
     if args.smoke:
@@ -246,13 +257,12 @@ def main(argv=None):
           + ("  [--smoke: tiny sizes, figures meaningless]" if args.smoke else ""))
     a = record["epoch"] = bench_epoch(args, device)
     per_epoch = {k: 50_000 / v for k, v in a["images_per_s"].items()}
-    s = a["speedup_vs_textbook"]
     print(f"(a) PGD-{a['steps']} AT epoch, PreAct ResNet-18, {a['images']} images of {a['data']}, "
           f"batch {a['batch']}:")
     for k, v in a["images_per_s"].items():
-        print(f"    {k:<13} {v:9.1f} images/s  {per_epoch[k]:8.1f} s per 50 000-image epoch")
-    print(f"    textbook / robustlayers: {s['median']:.2f}x (min {s['min']:.2f}, "
-          f"max {s['max']:.2f})")
+        print(f"    {k:<22} {v:9.1f} images/s  {per_epoch[k]:8.1f} s per 50 000-image epoch")
+    for k, s in a["speedup_vs_textbook"].items():
+        print(f"    textbook / {k}: {s['median']:.2f}x (min {s['min']:.2f}, max {s['max']:.2f})")
     b = record["eval"] = bench_eval(args, device)
     print(f"(b) PGD-20 eval: {b['pgd20']['images_per_s']:.1f} images/s "
           f"({b['pgd20']['images']} images)")

@@ -115,6 +115,9 @@ class TrainConfig:
     device: str = "auto"               # auto: cuda when available
     amp: bool = True                   # bf16 autocast, CUDA only (CPU always fp32)
     channels_last: bool = True         # CUDA only
+    compile: str = "off"               # the training PGD step as one compiled graph (forward,
+    #                                    input gradient, projection): off, default,
+    #                                    reduce-overhead (CUDA graphs) or max-autotune
     sync_bn: bool = False              # torchrun (several processes): batch-norm statistics of the
     #                                    global batch instead of per process (train.sync_bn)
     # --- run directory -----------------------------------------------------------------------

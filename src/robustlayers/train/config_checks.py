@@ -21,6 +21,7 @@ SCHEDULES = ("piecewise", "cosine", "onecycle", "constant")
 NORMS = ("linf", "l2")
 SELECT_BY = ("auto", "robust", "clean")
 ATTACK_MODES = ("eval", "train")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 GROUP_KEYS = ("select", "lr", "weight_decay", "schedule")
 
 POSITIVE_INTS = ("epochs", "batch_size", "eval_batch_size", "eval_every", "checkpoint_every",
@@ -79,7 +80,7 @@ def check_config(c) -> None:
     from robustlayers.train.methods import list_methods, method_class
 
     for name in ("model", "dataset", "method", "optimizer", "schedule", "norm", "device",
-                 "select_by", "activation", "runs_root", "attack_mode"):
+                 "select_by", "activation", "runs_root", "attack_mode", "compile"):
         string(name, getattr(c, name))
     for name in OPTIONAL_STRINGS:
         string(name, getattr(c, name), optional=True)
@@ -92,7 +93,7 @@ def check_config(c) -> None:
     c.attack_mode = c.attack_mode.strip().lower()
     for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("norm", NORMS),
                           ("device", DEVICE_CHOICES), ("select_by", SELECT_BY),
-                          ("attack_mode", ATTACK_MODES)):
+                          ("attack_mode", ATTACK_MODES), ("compile", COMPILE_MODES)):
         choice(name, getattr(c, name), choices)
     c.activation = _activation(c.activation)
     for name in BOOLS:

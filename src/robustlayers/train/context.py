@@ -118,8 +118,11 @@ class TrainContext:
         return int(torch.randint(0, 2**62, (1,), generator=self._seeds).item())
 
     def pgd(self, *, steps: int | None = None, alpha: float | None = None, **kwargs) -> PGD:
-        """The training PGD (config.steps, α, random start) seeded from ``generator``."""
+        """The training PGD (config.steps, α, random start) seeded from ``generator``; its step
+        compiled when ``config.compile`` is not "off"."""
         kwargs.setdefault("train_mode", self.attack_train_mode)
+        if self.config.compile != "off":
+            kwargs.setdefault("compile", self.config.compile)
         return PGD(self.threat, steps=self.config.steps if steps is None else steps,
                    alpha=self.alpha if alpha is None else alpha, random_start=True,
                    seed=self.next_seed(), **kwargs)

@@ -25,7 +25,7 @@ RUNTIME_KEYS = ("quiet", "device", "out", "runs_root", "log", "log_uri")
 RECORD_KEYS = ("model_kwargs", "init_source")
 """Keys config.json holds beside the config (derived from it)."""
 ADDED_KEYS = {"alpha_ratio": None, "eval_alpha_ratio": None, "keep_epochs": [],
-              "sync_bn": False}
+              "sync_bn": False, "compile": "off"}
 """Config keys added after runs were first written, with their defaults: left out of the
 identity while at the default, so that a config written before they existed keeps its hash."""
 
