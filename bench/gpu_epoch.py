@@ -8,7 +8,8 @@ largest batch that fits for PGD-10 AT of ResNet-18 and WRN-34-10.
     fp32 loop of the kind of Rice et al.'s robust_overfitting code (written below: attack and
     update in train() mode, fp32, no layout change). Images/s, seconds per epoch (of
     ``--images`` images; CIFAR-10's 50 000 by default) and the ratio textbook / robustlayers
-    (> 1: robustlayers faster), median and min–max over ``--reps`` interleaved rounds.
+    (> 1: robustlayers faster), median and min–max over ``--reps`` interleaved rounds; with
+    ``--compile MODE`` also the engine with its PGD step compiled (run config ``compile``).
 (b) PGD-20 evaluation throughput (images/s, model in eval()) and AutoAttack standard
     (APGD-CE, APGD-T, FAB-T, Square through ``pyautoattack``) images/s when importable.
 (c) The largest batch for which one PGD-10 AT step of ResNet-18 and of WRN-34-10 fits in device

@@ -13,12 +13,18 @@ from robustlayers.studies.runner import plan_study
 STUDY = get_study("layer-subsets")
 
 
-def test_quick_plan_covers_every_subset_of_the_small_cnn_stages(tmp_path):
+def test_quick_plan_covers_every_subset_of_the_small_cnn_stages_that_trains(tmp_path):
+    """The small CNN's stages are all its blocks: fixing all three would train nothing, so
+    "all" leaves that subset out and a list naming it is refused before any work."""
     opts = STUDY.build_options("quick")
     tasks = plan_study(STUDY, opts, tmp_path)
     assert [t.key for t in tasks] == ["AT/s0", "fixed[1]/s0", "fixed[2]/s0", "fixed[3]/s0",
-                                      "fixed[1,2]/s0", "fixed[1,3]/s0", "fixed[2,3]/s0",
-                                      "fixed[1,2,3]/s0"]
+                                      "fixed[1,2]/s0", "fixed[1,3]/s0", "fixed[2,3]/s0"]
+    with pytest.raises(ConfigError, match="subset layer1\\+layer2\\+head fixes every parameter "
+                                          "of smallcnn.*leave it out of --subsets"):
+        plan_study(STUDY, STUDY.build_options("quick", {"subsets": "3;1+2+3"}), tmp_path)
+    rat_lr = plan_study(STUDY, STUDY.build_options("quick", {"method": "rat-lr"}), tmp_path)
+    assert rat_lr[-1].key == "rat-lr[1,2,3]/s0"  # a smaller learning rate everywhere still trains
     assert all(not t.needs for t in tasks)
     spec = {t.key: t.spec for t in tasks}
     assert "freeze" not in spec["AT/s0"]

@@ -39,19 +39,25 @@ class Options(CommonOptions):
                           "residual stages layer1…layerN (RAT: PreAct ResNet-18's four), or every "
                           "block when a model has fewer than three (small CNN: layer1, layer2, "
                           "head)")
-    subsets: str = setting("all", "all non-empty subsets of the stages, or a ';'-separated list "
-                           "of subsets, stages joined by '+' as 1-based numbers or block names "
+    subsets: str = setting("all", "all non-empty subsets of the stages (with method fixed, "
+                           "not one that holds the whole model), or a ';'-separated list of "
+                           "subsets, stages joined by '+' as 1-based numbers or block names "
                            "(e.g. 4;3+4;1+2)")
+
+
+def _model(config: dict):
+    from robustlayers.builders import build_model
+    from robustlayers.data import get_dataset_info
+
+    return build_model(config["model"], get_dataset_info(config["dataset"]),
+                       **(config.get("model_kwargs") or {}))
 
 
 def model_stages(opts: Options, config: dict) -> list[str]:
     """The stage (block) names of the runs' model."""
-    from robustlayers.builders import build_model
-    from robustlayers.data import get_dataset_info
     from robustlayers.layers import layer_map
 
-    blocks = list(layer_map(build_model(config["model"], get_dataset_info(config["dataset"]),
-                                        **(config.get("model_kwargs") or {}))).blocks)
+    blocks = list(layer_map(_model(config)).blocks)
     if opts.stages != "auto":
         stages = [s.strip() for s in opts.stages.split(",") if s.strip()]
         unknown = [s for s in stages if s not in blocks]
@@ -61,6 +67,25 @@ def model_stages(opts: Options, config: dict) -> list[str]:
         return stages
     residual = [b for b in blocks if re.fullmatch(r"layer\d+", b)]
     return residual if len(residual) >= 3 else blocks
+
+
+def trainable_subsets(opts: Options, config: dict, stages: list[str]) -> list[tuple[str, ...]]:
+    """The subsets of ``opts.subsets`` that leave something to train. With ``method=fixed`` a
+    subset holding every parameter of the model (the small CNN's stages are all its blocks)
+    would train nothing: ``all`` leaves it out, a list naming it is refused."""
+    from robustlayers.layers import count_params
+
+    subsets = parse_subsets(opts.subsets, stages)
+    if opts.method != "fixed":
+        return subsets
+    model = _model(config)
+    total = count_params(model)
+    covers = [s for s in subsets if count_params(model, "block:" + ",".join(s)) == total]
+    if covers and opts.subsets.strip().lower() != "all":
+        raise ConfigError(f"subset {'+'.join(covers[0])} fixes every parameter of "
+                          f"{config['model']} (its stages {', '.join(stages)} hold the whole "
+                          f"model): nothing would train; leave it out of --subsets")
+    return [s for s in subsets if s not in covers]
 
 
 def parse_subsets(text: str, stages: list[str]) -> list[tuple[str, ...]]:
@@ -109,7 +134,7 @@ def plan(opts: Options, runs_root: Path) -> list:
         stages = model_stages(opts, base)
         tasks.append(train_task(f"{BASELINE}/s{seed}", dict(base, method="pgd-at"),
                                 label="standard AT"))
-        for subset in parse_subsets(opts.subsets, stages):
+        for subset in trainable_subsets(opts, base, stages):
             label = subset_label(subset, stages)
             config = dict(base, method="pgd-at")
             config.update(_subset_config(opts, subset))
@@ -154,7 +179,8 @@ def analyse(opts: Options, results: Results) -> dict:
                _curves(rows, "curve_train", "train", "train robust accuracy (training subset)")]
     return {"tables": [table], "figures": figures, "claims": claims(opts, rows, results),
             "notes": [f"Stages: {', '.join(_stages_of(opts, results))}; subsets are numbered "
-                      f"1..N in that order."]}
+                      f"1..N in that order; with method fixed a subset holding the whole model "
+                      f"is left out (nothing would train)."]}
 
 
 def _stages_of(opts: Options, results: Results) -> list[str]:

@@ -213,7 +213,7 @@ def loss_spread(run: str, which: str = "last") -> dict:
     from robustlayers.evaluate.metrics import per_example_metrics
     from robustlayers.runs import RunDir, load_run_model
     from robustlayers.train.context import derive_seed, resolve_threat
-    from robustlayers.train.loop import load_splits
+    from robustlayers.train.setup import load_splits
     from robustlayers.train.runner import saved_config
 
     device = resolve_device("auto")
