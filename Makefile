@@ -2,16 +2,19 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test
+.PHONY: setup setup-test demo test
 
 setup:
 	@sh scripts/setup.sh
+
+setup-test:
+	@sh scripts/setup.sh test
 
 ## Set up, then run the main job on the embedded default (Fashion-MNIST, CPU).
 demo: setup
 	$(PY) -m robustlayers.cli.main demo
 
-## Set up, then run the whole test suite.
-test: setup
+## Set up (with the test tools), then run the whole test suite.
+test: setup-test
 	$(PY) -m pytest -n 2 tests
 

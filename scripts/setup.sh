@@ -1,8 +1,17 @@
 #!/bin/sh
-# Set up robustlayers on a fresh machine: a local virtual environment with the package and its
-# test tools, torch installed only when missing (the CPU build 2.13.0 that pip finds locally),
-# and the embedded Fashion-MNIST data from the Debian package when it is missing.
+# Set up robustlayers on a fresh machine: a local virtual environment with the package (and,
+# with the argument "test", its test tools: pytest, tensorboard, mlflow, ray), torch installed
+# only when missing (the CPU build 2.13.0 that pip finds locally), and the embedded
+# Fashion-MNIST data from the Debian package when it is missing.
+#   sh scripts/setup.sh          # what `make demo` needs
+#   sh scripts/setup.sh test     # what `make test` needs
 set -eu
+
+case "${1:-}" in
+    "") TARGET="." ;;
+    test) TARGET=".[test]" ;;
+    *) echo "setup: unknown argument '$1'; use no argument (the package) or 'test'" >&2; exit 2 ;;
+esac
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
@@ -18,8 +27,8 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     "$VENV/bin/pip" install --quiet "torch==2.13.0"
 fi
 
-echo "setup: installing robustlayers and its dependencies"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[test]"
+echo "setup: installing robustlayers and its dependencies ($TARGET)"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$TARGET"
 
 if [ ! -f "$DATA/train-images-idx3-ubyte.gz" ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
