@@ -179,10 +179,13 @@ def _count_syncs(monkeypatch, fn) -> int:
 ], ids=["pgd", "pgd-l2-restarts", "pgd-plain", "feature-pgd"])
 def test_syncs_do_not_grow_with_steps(monkeypatch, tiny, batch, make):
     x, y = batch
-    one = _count_syncs(monkeypatch, lambda: make(1)(tiny, x, y))
-    many = _count_syncs(monkeypatch, lambda: make(7)(tiny, x, y))
+    first, second = copy.deepcopy(tiny), copy.deepcopy(tiny)  # each folded (and checked) anew
+    one = _count_syncs(monkeypatch, lambda: make(1)(first, x, y))
+    many = _count_syncs(monkeypatch, lambda: make(7)(second, x, y))
     assert one == many, (one, many)
     assert one <= 8  # input range, label range, zero-gradient note, the fold check
+    again = _count_syncs(monkeypatch, lambda: make(7)(second, x, y))
+    assert again <= one  # the kept copy is not checked again
 
 
 def test_the_counter_sees_a_sync(monkeypatch):
@@ -197,3 +200,52 @@ def test_fgsm_formula_holds_on_the_fast_path(tiny, batch):
     expect = (x + eps * grad.sign()).clamp(0, 1)
     got = FGSM(eps=eps)(tiny, x, y)
     assert (got - expect).abs().gt(1e-6).float().mean() < 1e-3  # sign of ~0 gradients may flip
+
+
+def _fresh_grad(model, x, y):
+    """Input gradient through a copy built now (nothing kept from earlier calls)."""
+    runner, x_run, _ = attack_model(copy.deepcopy(model), x, fold_bn=True, channels_last=True)
+    return _input_grad(runner, x_run, y)
+
+
+def test_the_copy_is_kept_and_follows_in_place_updates(monkeypatch):
+    """A fixed model is folded once; an optimiser step, new running statistics or a replaced
+    parameter are seen by the next call (the kept copy refolds or is rebuilt)."""
+    from robustlayers.attacks import fold
+
+    torch.manual_seed(0)
+    model = _randomise_bn(create_model("resnet18", seed=0))
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 3, 5, 9])
+    folds = []
+    real_fold = fold.fold_weights
+    monkeypatch.setattr(fold, "fold_weights", lambda c, b: folds.append(1) or real_fold(c, b))
+
+    first, _, _ = attack_model(model, x, fold_bn=True, channels_last=True)
+    n_pairs, built = len(folds), len(folds)
+    assert n_pairs == 2 * 20  # weight and bias of every pair, once
+    again, _, _ = attack_model(model, x, fold_bn=True, channels_last=True)
+    assert again is first and len(folds) == built  # same model, nothing changed: no refold
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    model.train()
+    F.cross_entropy(model(x), y).backward()  # also new running statistics
+    opt.step()
+    model.eval()
+    after, x_run, _ = attack_model(model, x, fold_bn=True, channels_last=True)
+    assert after is first and len(folds) == built + n_pairs
+    torch.testing.assert_close(_input_grad(after, x_run, y), _fresh_grad(model, x, y))
+
+    model.train()
+    with torch.no_grad():
+        model(x + 0.5)  # new running statistics only (the kernel does not bump their version)
+    model.eval()
+    before = len(folds)
+    stats_only, x_run, _ = attack_model(model, x, fold_bn=True, channels_last=True)
+    assert stats_only is first and len(folds) == before + n_pairs
+    torch.testing.assert_close(_input_grad(stats_only, x_run, y), _fresh_grad(model, x, y))
+
+    with torch.no_grad():
+        model.linear.weight = nn.Parameter(model.linear.weight * 2)  # a new tensor object
+    rebuilt, x_run, _ = attack_model(model, x, fold_bn=True, channels_last=True)
+    assert rebuilt is not first
+    torch.testing.assert_close(_input_grad(rebuilt, x_run, y), _fresh_grad(model, x, y))

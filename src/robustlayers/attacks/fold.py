@@ -10,9 +10,15 @@ The attack then runs on a *copy* of the model with each such pair replaced by th
 (the batch-norm becomes ``nn.Identity`` at the same path, so a feature captured there is
 unchanged); every other module shares the model's own parameters and buffers, and the model's
 weights are never written. The copy computes the same function, so input gradients agree to float
-tolerance; this is checked on every call by comparing the copy's logits with the model's on two
-of the attacked inputs. Pairs are found by forward hooks (a batch-norm whose input is exactly a
-conv's output), once per model structure.
+tolerance; this is checked whenever a copy is built by comparing its logits with the model's on
+two of the attacked inputs. Pairs are found by forward hooks (a batch-norm whose input is exactly
+a conv's output), once per model structure.
+
+The copy is kept per model and reused by later calls while the model's structure and tensors
+are the same objects; the tensors it derives (folded weights, channels-last weights) are
+recomputed only when a tensor they come from has changed since (a parameter's version counter:
+an optimiser step, ``load_state_dict``; a batch-norm's running statistics by value). Evaluating
+a fixed model batch after batch therefore folds once; a training loop refolds after each update.
 
 ``channels_last``: images and conv weights of the copy in NHWC layout (oneDNN's fast path on CPU).
 Values are identical; only the kernels (and so the last float bits) differ.
@@ -34,6 +40,7 @@ from robustlayers.layers.compiled import is_compiled
 CHOICES = (True, False, "auto")
 _TOL = 1e-4  # max |logit difference| of the folded copy, relative to max(1, max |logit|)
 _PLANS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_COPIES: "weakref.WeakKeyDictionary[nn.Module, _Copy]" = weakref.WeakKeyDictionary()
 
 
 def check_choice(name: str, value):
@@ -134,24 +141,91 @@ def _set_tensor(module: nn.Module, name: str, value) -> None:
     object.__setattr__(module, name, value)
 
 
-def build_copy(model: nn.Module, pairs, *, channels_last: bool) -> nn.Module:
-    """A copy of ``model`` sharing its parameters and buffers, with each (conv, bn) of ``pairs``
-    folded and, with ``channels_last``, 4-D conv weights in channels-last layout."""
+class _Derived:
+    """A tensor of the copy computed from tensors of the model (``compute(model)``), recomputed
+    when one of those has changed since: ``sources(model) -> (params, stats)``; a parameter by
+    its version counter (every in-place update through PyTorch's operators bumps it), a
+    batch-norm running statistic by value (the batch-norm kernel updates it without bumping
+    the counter; one small comparison per call)."""
+
+    def __init__(self, module: nn.Module, name: str, sources, compute, model: nn.Module):
+        self.module, self.name, self.sources, self.compute = module, name, sources, compute
+        self.versions = self.stats = None
+        self.refresh(model)
+
+    def refresh(self, model: nn.Module) -> None:
+        params, stats = self.sources(model)
+        versions = tuple(t._version for t in params if t is not None)
+        if versions == self.versions and all(map(torch.equal, stats, self.stats)):
+            return
+        _set_tensor(self.module, self.name, self.compute(model))
+        self.versions, self.stats = versions, [t.clone() for t in stats]
+
+
+class _Copy:
+    """A built copy, the key it was built for and whether its logits were checked."""
+
+    def __init__(self, key, work: nn.Module, derived: list[_Derived]):
+        self.key, self.work, self.derived, self.checked = key, work, derived, False
+
+
+def _layout(weight: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return weight.contiguous(memory_format=torch.channels_last) \
+        if channels_last and weight.dim() == 4 else weight
+
+
+def _folded(conv_name: str, bn_name: str, channels_last: bool):
+    """``(sources, compute_weight, compute_bias)`` of a folded pair, read from the model."""
+    def sources(model):
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        return (conv.weight, conv.bias, bn.weight, bn.bias), (bn.running_mean, bn.running_var)
+
+    def fold(model):
+        return fold_weights(model.get_submodule(conv_name), model.get_submodule(bn_name))
+    return (sources, lambda model: _layout(fold(model)[0], channels_last),
+            lambda model: fold(model)[1])
+
+
+def build_copy(model: nn.Module, pairs, *, channels_last: bool):
+    """``(copy, derived)``: a copy of ``model`` sharing its parameters and buffers, with each
+    (conv, bn) of ``pairs`` folded and, with ``channels_last``, 4-D conv weights in
+    channels-last layout; ``derived`` lists the copy's tensors computed from the model's."""
     memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
     work = copy.deepcopy(model, memo)
+    derived = []
     for conv_name, bn_name in pairs:
         conv = work.get_submodule(conv_name)
-        weight, bias = fold_weights(conv, work.get_submodule(bn_name))
-        _set_tensor(conv, "weight", weight)
-        _set_tensor(conv, "bias", bias)
+        sources, weight, bias = _folded(conv_name, bn_name, channels_last)
+        derived += [_Derived(conv, "weight", sources, weight, model),
+                    _Derived(conv, "bias", sources, bias, model)]
         parent, _, child = bn_name.rpartition(".")
         setattr(work.get_submodule(parent), child, nn.Identity())
     if channels_last:
-        for m in work.modules():
-            if _foldable_conv(m) and m.weight.dim() == 4:
-                _set_tensor(m, "weight",
-                            m.weight.detach().contiguous(memory_format=torch.channels_last))
-    return work
+        folded = {conv for conv, _ in pairs}
+        for name, m in work.named_modules():
+            if name not in folded and _foldable_conv(m) and m.weight.dim() == 4:
+                derived.append(_Derived(
+                    m, "weight", lambda model, n=name: ((model.get_submodule(n).weight,), ()),
+                    lambda model, n=name: _layout(model.get_submodule(n).weight.detach(), True),
+                    model))
+    return work, derived
+
+
+def _copy_for(model: nn.Module, pairs, channels_last: bool) -> _Copy:
+    """The kept copy of ``model`` for these settings, its derived tensors brought up to date;
+    a new one when the structure, the tensor objects or their storage changed."""
+    tensors = (*model.parameters(), *model.buffers())
+    key = (tuple((n, type(m)) for n, m in model.named_modules()),
+           tuple((id(t), t.data_ptr(), t.dtype, t.device) for t in tensors), pairs, channels_last)
+    kept = _COPIES.get(model)
+    if kept is not None and kept.key == key:
+        with torch.no_grad():
+            for d in kept.derived:
+                d.refresh(model)
+        return kept
+    work, derived = build_copy(model, pairs, channels_last=channels_last)
+    kept = _COPIES[model] = _Copy(key, work, derived)
+    return kept
 
 
 def _agrees(copy_out: torch.Tensor, out: torch.Tensor) -> bool:
@@ -211,12 +285,14 @@ def attack_model(model: nn.Module, x: torch.Tensor, *, fold_bn, channels_last,
             record["auto_off"] = f"probe forward failed ({type(err).__name__}); not folded"
     if not pairs and not want_cl:
         return model, x, record
-    work = build_copy(model, pairs, channels_last=want_cl)
+    kept = _copy_for(model, pairs, want_cl)
+    work = kept.work
     x_run = x.contiguous(memory_format=torch.channels_last) if want_cl else x
-    if pairs:
+    if pairs and not kept.checked:
         with torch.no_grad():
-            ok = _agrees(work(x_run[:2]), model(x[:2]))
-        if not ok:
+            kept.checked = _agrees(work(x_run[:2]), model(x[:2]))
+        if not kept.checked:
+            del _COPIES[model]
             if fold_bn is True:
                 raise ValueError(f"fold_bn=True: the folded model's logits differ from the "
                                  f"model's (pairs {list(pairs)}); use fold_bn=False")
@@ -224,6 +300,6 @@ def attack_model(model: nn.Module, x: torch.Tensor, *, fold_bn, channels_last,
             pairs = ()
             if not want_cl:
                 return model, x, record
-            work = build_copy(model, (), channels_last=True)
+            work = _copy_for(model, (), True).work
     record.update(fold_bn=[f"{conv}+{bn}" for conv, bn in pairs], channels_last=want_cl)
     return work, x_run, record
