@@ -37,9 +37,11 @@ DATASETS = {"smallcnn": "fashion-mnist", "resnet18": "cifar10"}
 
 
 # --- the references ------------------------------------------------------------------------------
-def textbook_pgd(model, x, y, eps=EPS, alpha=ALPHA, steps=20):
-    """PGD as written in papers' code (Madry et al.; Rice et al.'s robust_overfitting)."""
-    model.eval()
+def textbook_pgd(model, x, y, eps=EPS, alpha=ALPHA, steps=20, *, train_mode=False):
+    """PGD as written in papers' code (Madry et al.; Rice et al.'s robust_overfitting), in
+    eval() or, with ``train_mode``, in the mode the model is in (robust_overfitting's loop)."""
+    if not train_mode:
+        model.eval()
     delta = torch.empty_like(x).uniform_(-eps, eps)
     delta = ((x + delta).clamp(0, 1) - x).detach()
     for _ in range(steps):

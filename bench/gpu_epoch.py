@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 import robustlayers
+from cpu_speed import textbook_pgd  # the same hand-written PGD (bench/ is on sys.path)
 from robustlayers.attacks import PGD
 from robustlayers.devices import resolve_device
 from robustlayers.models import create_model
@@ -44,24 +45,11 @@ EPS, ALPHA = 8 / 255, 2 / 255
 
 
 # --- the reference ---------------------------------------------------------------------------
-def textbook_pgd(model, x, y, steps=10, eps=EPS, alpha=ALPHA):
-    """ℓ∞ PGD with a uniform random start, fp32, as in robust_overfitting's ``attack_pgd``."""
-    delta = torch.empty_like(x).uniform_(-eps, eps)
-    delta = ((x + delta).clamp(0, 1) - x).detach()
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        loss = F.cross_entropy(model(x + delta), y)
-        (grad,) = torch.autograd.grad(loss, delta)
-        delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
-        delta = ((x + delta).clamp(0, 1) - x).detach()
-    return x + delta
-
-
 def textbook_epoch(model, optimizer, batches, steps=10):
     """One PGD-AT epoch in train() mode, fp32 (robust_overfitting's training loop)."""
     model.train()
     for x, y in batches:
-        x_adv = textbook_pgd(model, x, y, steps)
+        x_adv = textbook_pgd(model, x, y, EPS, ALPHA, steps, train_mode=True)
         loss = F.cross_entropy(model(x_adv), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
