@@ -6,7 +6,6 @@ respect to the perturbation, is deterministic for a given seed, and describes it
 """
 from .autoattack import AA_ATTACKS, VERSIONS, AutoAttackAdapter
 from .base import LOSSES, Attack, GradientAttack, attack_mode, check_inputs, margin_loss
-from . import compiled_step
 from .bpda import BPDA, BPDAWrapper, straight_through
 from .checks import check_images, check_labels
 from .feature_pgd import FeaturePGD, feature_distance, feature_l2, resolve_layer_names

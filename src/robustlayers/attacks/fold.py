@@ -142,14 +142,14 @@ def _set_tensor(module: nn.Module, name: str, value) -> None:
 
 
 class _Derived:
-    """A tensor of the copy computed from tensors of the model (``compute(model)``), recomputed
-    when one of those has changed since: ``sources(model) -> (params, stats)``; a parameter by
-    its version counter (every in-place update through PyTorch's operators bumps it), a
-    batch-norm running statistic by value (the batch-norm kernel updates it without bumping
-    the counter; one small comparison per call)."""
+    """Tensors of the copy computed from tensors of the model (``compute(model) -> {attribute:
+    tensor}`` on ``module``), recomputed when one of those has changed since:
+    ``sources(model) -> (params, stats)``; a parameter by its version counter (every in-place
+    update through PyTorch's operators bumps it), a batch-norm running statistic by value (the
+    batch-norm kernel updates it without bumping the counter; one small comparison per call)."""
 
-    def __init__(self, module: nn.Module, name: str, sources, compute, model: nn.Module):
-        self.module, self.name, self.sources, self.compute = module, name, sources, compute
+    def __init__(self, module: nn.Module, sources, compute, model: nn.Module):
+        self.module, self.sources, self.compute = module, sources, compute
         self.versions = self.stats = None
         self.refresh(model)
 
@@ -158,7 +158,8 @@ class _Derived:
         versions = tuple(t._version for t in params if t is not None)
         if versions == self.versions and all(map(torch.equal, stats, self.stats)):
             return
-        _set_tensor(self.module, self.name, self.compute(model))
+        for name, value in self.compute(model).items():
+            _set_tensor(self.module, name, value)
         self.versions, self.stats = versions, [t.clone() for t in stats]
 
 
@@ -175,15 +176,22 @@ def _layout(weight: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def _folded(conv_name: str, bn_name: str, channels_last: bool):
-    """``(sources, compute_weight, compute_bias)`` of a folded pair, read from the model."""
+    """``(sources, compute)`` of a folded pair, read from the model (one fold per refresh)."""
     def sources(model):
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         return (conv.weight, conv.bias, bn.weight, bn.bias), (bn.running_mean, bn.running_var)
 
-    def fold(model):
-        return fold_weights(model.get_submodule(conv_name), model.get_submodule(bn_name))
-    return (sources, lambda model: _layout(fold(model)[0], channels_last),
-            lambda model: fold(model)[1])
+    def compute(model):
+        weight, bias = fold_weights(model.get_submodule(conv_name), model.get_submodule(bn_name))
+        return {"weight": _layout(weight, channels_last), "bias": bias}
+    return sources, compute
+
+
+def _relaid(conv_name: str):
+    """``(sources, compute)`` of a conv weight only put in channels-last layout."""
+    return (lambda model: ((model.get_submodule(conv_name).weight,), ()),
+            lambda model: {"weight": _layout(model.get_submodule(conv_name).weight.detach(),
+                                             True)})
 
 
 def build_copy(model: nn.Module, pairs, *, channels_last: bool):
@@ -194,20 +202,14 @@ def build_copy(model: nn.Module, pairs, *, channels_last: bool):
     work = copy.deepcopy(model, memo)
     derived = []
     for conv_name, bn_name in pairs:
-        conv = work.get_submodule(conv_name)
-        sources, weight, bias = _folded(conv_name, bn_name, channels_last)
-        derived += [_Derived(conv, "weight", sources, weight, model),
-                    _Derived(conv, "bias", sources, bias, model)]
+        derived.append(_Derived(work.get_submodule(conv_name),
+                                *_folded(conv_name, bn_name, channels_last), model))
         parent, _, child = bn_name.rpartition(".")
         setattr(work.get_submodule(parent), child, nn.Identity())
     if channels_last:
         folded = {conv for conv, _ in pairs}
-        for name, m in work.named_modules():
-            if name not in folded and _foldable_conv(m) and m.weight.dim() == 4:
-                derived.append(_Derived(
-                    m, "weight", lambda model, n=name: ((model.get_submodule(n).weight,), ()),
-                    lambda model, n=name: _layout(model.get_submodule(n).weight.detach(), True),
-                    model))
+        derived += [_Derived(m, *_relaid(name), model) for name, m in work.named_modules()
+                    if name not in folded and _foldable_conv(m) and m.weight.dim() == 4]
     return work, derived
 
 

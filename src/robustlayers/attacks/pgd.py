@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from .base import GradientAttack
-from .compiled_step import check_compile, compiled_ascent_step
+from .compiled_step import ascent_step, check_compile, compiled_ascent_step
 from .fold import check_choice
 from .threat import ThreatModel
 
@@ -37,7 +37,8 @@ class PGD(GradientAttack):
     ``PGD(eps="8/255", norm="Linf", alpha="2/255", steps=10)``. ``fold_bn`` / ``channels_last``:
     see :class:`~robustlayers.attacks.base.GradientAttack`; ``compile`` (False, True or a
     ``torch.compile`` mode) turns both off where "auto" (the compiled step runs the model
-    itself, not a copy rebuilt every call). ``batch_restarts``: True, False or "auto" (GPU,
+    itself: the fast-path copy's folded weights are new tensors after every update, which would
+    make the compiled step recompile). ``batch_restarts``: True, False or "auto" (GPU,
     eval mode); see the module docstring.
     """
 
@@ -76,15 +77,15 @@ class PGD(GradientAttack):
                 "batch_restarts": self.batch_restarts}
 
     def run_once(self, model, x, y, delta) -> torch.Tensor:
-        """One restart (or several side by side) from ``delta``; returns the last iterate."""
-        step = compiled_ascent_step(self.compile) if self.compile else None
-        for i in range(self.steps):
-            if step is not None and i > 0:
-                delta = step(self, model, x, y, delta, self.alpha)
-                continue
-            grad = self.gradient(lambda d: self.objective(model(x + d), y), delta)
-            self._note_zero_grads(grad[:self._n])  # first step of the call only, no sync
-            delta = self.step(x, delta, grad, self.alpha).detach()
+        """One restart (or several side by side) from ``delta``; returns the last iterate. The
+        first step holds the once-per-call checks; the others are :func:`ascent_step` (compiled
+        with ``compile``)."""
+        grad = self.gradient(lambda d: self.objective(model(x + d), y), delta)
+        self._note_zero_grads(grad[:self._n])  # no sync: read after the last step
+        delta = self.step(x, delta, grad, self.alpha).detach()
+        step = compiled_ascent_step(self.compile) if self.compile else ascent_step
+        for _ in range(self.steps - 1):
+            delta = step(self, model, x, y, delta, self.alpha)
         return delta
 
     @torch.no_grad()

@@ -53,11 +53,11 @@ def _model(config: dict):
                        **(config.get("model_kwargs") or {}))
 
 
-def model_stages(opts: Options, config: dict) -> list[str]:
-    """The stage (block) names of the runs' model."""
+def model_stages(opts: Options, config: dict, model=None) -> list[str]:
+    """The stage (block) names of the runs' model (built from ``config`` unless given)."""
     from robustlayers.layers import layer_map
 
-    blocks = list(layer_map(_model(config)).blocks)
+    blocks = list(layer_map(model if model is not None else _model(config)).blocks)
     if opts.stages != "auto":
         stages = [s.strip() for s in opts.stages.split(",") if s.strip()]
         unknown = [s for s in stages if s not in blocks]
@@ -69,7 +69,8 @@ def model_stages(opts: Options, config: dict) -> list[str]:
     return residual if len(residual) >= 3 else blocks
 
 
-def trainable_subsets(opts: Options, config: dict, stages: list[str]) -> list[tuple[str, ...]]:
+def trainable_subsets(opts: Options, config: dict, model,
+                      stages: list[str]) -> list[tuple[str, ...]]:
     """The subsets of ``opts.subsets`` that leave something to train. With ``method=fixed`` a
     subset holding every parameter of the model (the small CNN's stages are all its blocks)
     would train nothing: ``all`` leaves it out, a list naming it is refused."""
@@ -78,7 +79,6 @@ def trainable_subsets(opts: Options, config: dict, stages: list[str]) -> list[tu
     subsets = parse_subsets(opts.subsets, stages)
     if opts.method != "fixed":
         return subsets
-    model = _model(config)
     total = count_params(model)
     covers = [s for s in subsets if count_params(model, "block:" + ",".join(s)) == total]
     if covers and opts.subsets.strip().lower() != "all":
@@ -131,10 +131,11 @@ def plan(opts: Options, runs_root: Path) -> list:
         base = base_config(opts, runs_root, seed)
         if not base.get("train_eval_size"):
             base["train_eval_size"] = 500  # RAT Figs. 2-4 need the train robust accuracy
-        stages = model_stages(opts, base)
+        model = _model(base)
+        stages = model_stages(opts, base, model)
         tasks.append(train_task(f"{BASELINE}/s{seed}", dict(base, method="pgd-at"),
                                 label="standard AT"))
-        for subset in trainable_subsets(opts, base, stages):
+        for subset in trainable_subsets(opts, base, model, stages):
             label = subset_label(subset, stages)
             config = dict(base, method="pgd-at")
             config.update(_subset_config(opts, subset))
